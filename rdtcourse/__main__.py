@@ -1,0 +1,4 @@
+import sys
+from rdtcourse.cli import main
+
+sys.exit(main())

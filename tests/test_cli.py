@@ -1,0 +1,61 @@
+"""The `rdtcourse` command: help, one-line errors with a non-zero exit, the course runner end to end."""
+import subprocess, sys
+from pathlib import Path
+import nbformat
+from conftest import ROOT
+
+RDT = [str(Path(sys.executable).parent / "rdtcourse")]
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run(RDT + list(args), capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_subcommands():
+    r = run("--help")
+    assert r.returncode == 0 and "course" in r.stdout and "data" in r.stdout
+    m = subprocess.run([sys.executable, "-m", "rdtcourse", "--help"], capture_output=True, text=True)
+    assert m.returncode == 0 and "course" in m.stdout
+
+
+def test_bad_config_is_one_line_and_nonzero(tmp_path):
+    r = run("course", "--set", "tiers=ci")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "tiers" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "c.yaml").write_text("timeout: soon\n")
+    r = run("course", "--config", str(tmp_path / "c.yaml"))
+    assert r.returncode == 2 and "timeout" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_data_list():
+    r = run("data", "list")
+    assert r.returncode == 0 and "nsmc-sample" in r.stdout and "CC0" in r.stdout
+
+
+def _project(tmp_path):
+    (tmp_path / "nbs").mkdir()
+    (tmp_path / "pyproject.toml").write_text("[tool.nbdev]\n")
+    for name, body in [("01_ok", "from rdtcourse.core import save_metrics\nsave_metrics(out_dir, {'score': n * 2})"),
+                       ("02_broken", "raise RuntimeError('boom')")]:
+        nb = nbformat.v4.new_notebook()
+        p = nbformat.v4.new_code_cell("out_dir = 'x'\nn = 1"); p.metadata["tags"] = ["parameters"]
+        nb.cells = [p, nbformat.v4.new_code_cell(body)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / "nbs" / f"{name}.ipynb")
+    (tmp_path / "tests" / "params").mkdir(parents=True)
+    (tmp_path / "tests" / "params" / "01_ok.yaml").write_text("n: 21\n")
+    return tmp_path
+
+
+def test_course_runs_reports_failures_and_gathers_metrics(tmp_path):
+    proj = _project(tmp_path)
+    r = run("course", "--tier", "ci", cwd=proj)
+    assert r.returncode == 1, r.stdout + r.stderr                 # one notebook failed
+    assert "| 01_ok | score | 42 |" in r.stdout                    # ci params were applied, metrics gathered
+    assert "FAILED" in r.stdout and "RuntimeError: boom" in r.stdout and "cell 2" in r.stdout
+    assert (proj / "_runs" / "ci" / "results.md").exists()
+    assert (proj / "_runs" / "ci" / "01_ok.ipynb").exists()
+    r = run("course", "--only", "01_ok", cwd=proj)
+    assert r.returncode == 0 and "1/1 notebooks ran" in r.stdout
+    r = run("course", "--only", "nothing-matches", cwd=proj)
+    assert r.returncode == 2 and "nothing-matches" in r.stderr

@@ -1,0 +1,171 @@
+"""Core plumbing: configs, checkpoints, RNG, device, metrics."""
+import json, os
+from dataclasses import dataclass
+from pathlib import Path
+import pytest
+import torch
+import torch.nn as nn
+from rdtcourse.core import (ConfigError, CheckpointError, Checkpointer, get_device, load_checkpoint, load_config,
+                            rng_state, save_checkpoint, save_config, save_metrics, seed_everything, set_rng_state, RunLogger, read_log)
+
+
+@dataclass
+class Cfg:
+    lr: float = 3e-4
+    steps: int = 10
+    name: str = "run"
+    flag: bool = False
+
+
+def test_config_layers_apply_in_order(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "small.yaml").write_text("steps: 5\nname: preset\n")
+    (tmp_path / "a.yaml").write_text("steps: 7\nlr: 1\n")
+    (tmp_path / "b.yaml").write_text("name: override\n")
+    cfg = load_config(Cfg, preset="small", config=tmp_path / "a.yaml", override=tmp_path / "b.yaml",
+                      sets=["flag=true"], presets_dir=tmp_path / "p")
+    assert cfg == Cfg(lr=1.0, steps=7, name="override", flag=True)
+    assert isinstance(cfg.lr, float)
+
+
+@pytest.mark.parametrize("sets, key", [(["stesp=3"], "stesp"), (["steps=many"], "steps"), (["steps=2.5"], "steps")])
+def test_config_errors_name_the_key_in_one_line(sets, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(Cfg, sets=sets)
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Cfg, config=tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Cfg, config=tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(Cfg, config=tmp_path / "list.yaml")
+    (tmp_path / "unknown.yaml").write_text("lr: 0.1\nwarmup: 3\n")
+    with pytest.raises(ConfigError, match="warmup"):
+        load_config(Cfg, config=tmp_path / "unknown.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(Cfg, sets=["steps"])
+    with pytest.raises(ConfigError, match="preset 'nope' not found"):
+        load_config(Cfg, preset="nope", presets_dir=tmp_path)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = Cfg(lr=0.5, steps=3)
+    p = save_config(cfg, tmp_path)
+    assert load_config(Cfg, config=p) == cfg
+
+
+def test_device_choice():
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device().type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="not one of"):
+        get_device("gpu0")
+
+
+def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
+    seed_everything(3)
+    save_checkpoint(tmp_path / "r.pt", {"rng": rng_state()})
+    a = torch.rand(4)
+    set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"])
+    assert torch.equal(a, torch.rand(4))
+
+
+def _setup():
+    seed_everything(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.Linear(8, 1))
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (1 + s))
+    return m, opt, sched
+
+
+def _train(m, opt, sched, n):
+    for _ in range(n):
+        loss = m(torch.randn(8, 4)).pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    m, opt, sched = _setup(); _train(m, opt, sched, 8)
+    ref = [p.detach().clone() for p in m.parameters()]
+
+    m, opt, sched = _setup(); _train(m, opt, sched, 5)
+    ck = Checkpointer(tmp_path, keep_last=2)
+    ck.save(m, opt, sched, step=5, config=Cfg(), metrics={"val_loss": 1.0})
+    m2, opt2, sched2 = _setup()
+    torch.rand(100)  # disturb the RNG: resume must restore it
+    state = Checkpointer(tmp_path).resume(m2, opt2, sched2)
+    assert state["step"] == 5 and state["config"]["name"] == "run"
+    assert sched2.last_epoch == 5
+    _train(m2, opt2, sched2, 3)
+    for a, b in zip(ref, m2.parameters()):
+        assert torch.equal(a, b.detach())
+
+
+def test_keep_last_and_best(tmp_path):
+    m = nn.Linear(2, 2)
+    ck = Checkpointer(tmp_path, keep_last=2, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt")
+    for step, loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5)]:
+        ck.save(m, step=step, epoch=step // 20, metrics={"val_loss": loss})
+    assert [p.name for p in ck.checkpoints()] == ["checkpoint_epoch_1_step_30.pt", "checkpoint_epoch_2_step_40.pt"]
+    assert load_checkpoint(ck.best_path)["step"] == 20
+    # a new Checkpointer on the same folder remembers the best value
+    assert Checkpointer(tmp_path, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt").best_value == 1.0
+    assert Checkpointer(tmp_path / "empty").resume(m) is None
+
+
+def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    m = nn.Linear(2, 2)
+    ck = Checkpointer(tmp_path)
+    good = ck.save(m, step=1)
+
+    def dying_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"\x80partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError):
+        ck.save(m, step=2)
+    monkeypatch.undo()
+    assert ck.latest() == good
+    assert load_checkpoint(good)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_step_1.pt"]
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_weights_only_refuses_pickled_objects(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, p)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(p)
+
+
+def test_damaged_and_missing_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_metrics_must_be_flat_numbers(tmp_path):
+    save_metrics(tmp_path, {"loss": 1.5, "steps": 3}, reference={"loss": 1.88})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"loss": 1.5, "steps": 3}
+    with pytest.raises(ValueError, match="not numbers"):
+        save_metrics(tmp_path, {"loss": "low"})
+
+
+def test_run_logger_writes_jsonl_and_tensorboard(tmp_path):
+    with RunLogger(tmp_path, total=3, bar=False) as lg:
+        for s in (1, 2, 3):
+            lg.progress(s, loss=1.0 / s)
+            lg.log(s, **{"train/loss": 1.0 / s, "lr": 0.1})
+    recs = read_log(tmp_path)
+    assert [r["step"] for r in recs] == [1, 2, 3] and recs[-1]["train/loss"] == pytest.approx(1 / 3)
+    assert list((tmp_path / "tb").glob("events.out.tfevents*"))
