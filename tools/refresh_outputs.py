@@ -8,7 +8,10 @@ A notebook that fails is left untouched. Run nbdev-clean afterwards (this script
 """
 import fnmatch, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
+import os
 import papermill as pm
+
+os.environ["RDTCOURSE_BAR"] = "text"  # saved notebooks keep text progress bars, not frozen widgets
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"

@@ -1,0 +1,98 @@
+"""Training: the loss falls, a stopped run resumes to exactly the weights of an uninterrupted one, the CLI works end to end."""
+import subprocess, sys
+from pathlib import Path
+import pytest
+import torch
+from rdtcourse.core import load_checkpoint
+from rdtcourse.train import PrepareConfig, TrainConfig, bits_per_char, load_model, make_scheduler, prepare, sample, train
+
+RDT = str(Path(sys.executable).parent / "rdtcourse")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return prepare(PrepareConfig(corpus="tinyshakespeare", tokenizer="char", data_dir=str(tmp_path_factory.mktemp("d"))))
+
+
+def cfg(data, out, **kw):
+    base = dict(train_bin=data["train_bin"], val_bin=data["val_bin"], tok_path=data["tok_path"], out_dir=str(out),
+                block_size=32, batch_size=8, n_layer=2, n_head=2, n_embd=32, dropout=0.1, lr=3e-3, min_lr=3e-4,
+                warmup_steps=5, max_steps=40, eval_interval=20, eval_iters=4, sample_max_new_tokens=20,
+                device="cpu", tensorboard=False, log_interval=5)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_prepare_writes_bins_and_tokenizer(data):
+    assert data["vocab_size"] == 65 and data["train_tokens"] + data["val_tokens"] == 1_115_394
+    assert Path(data["tok_path"]).exists()
+
+
+def test_loss_falls(data, tmp_path):
+    s = train(cfg(data, tmp_path, max_steps=60, eval_interval=30), bar=False)
+    first = load_checkpoint(tmp_path / "ckpt_step_30.pt")["metrics"]["val_loss"]
+    assert s["val_loss"] < 3.3 < 4.17  # well below ln(65) = 4.17, the loss of a uniform guess
+    assert s["val_loss"] <= first
+    assert s["tokens_per_second"] > 0 and s["steps_run"] == 60
+
+
+def test_resume_matches_uninterrupted(data, tmp_path):
+    train(cfg(data, tmp_path / "straight"), bar=False)
+    train(cfg(data, tmp_path / "split", stop_at=20), bar=False)       # "interrupted" after step 20
+    s = train(cfg(data, tmp_path / "split"), bar=False)               # the same command again resumes
+    assert s["steps_run"] == 20
+    a = load_checkpoint(tmp_path / "straight" / "ckpt_step_40.pt")
+    b = load_checkpoint(tmp_path / "split" / "ckpt_step_40.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["metrics"] == b["metrics"]
+    assert train(cfg(data, tmp_path / "split"), bar=False)["steps_run"] == 0  # nothing left to do
+
+
+def test_sample_from_checkpoint(data, tmp_path):
+    train(cfg(data, tmp_path, max_steps=20, eval_interval=20, sample_every_eval=False), bar=False)
+    m, tok = load_model(tmp_path / "best.pt")
+    text = sample(m, tok, "ROMEO:", max_new_tokens=15, seed=0)
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 15
+    assert text == sample(m, tok, "ROMEO:", max_new_tokens=15, seed=0)
+
+
+def test_schedule_and_bits():
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        make_scheduler(opt, 10, 10, 0.1, 1.0)
+    assert bits_per_char(2 * 0.6931471805599453, 10, 20) == pytest.approx(1.0)
+
+
+def test_cli_prepare_train_sample(tmp_path):
+    d = tmp_path / "data"
+    r = subprocess.run([RDT, "gpt", "prepare", "--set", "corpus=ko-chatbot", "--set", "tokenizer=bpe",
+                        "--set", "vocab_size=300", "--set", f"data_dir={d}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (d / "train.bin").exists() and "tokens" in r.stdout
+    common = ["--set", f"train_bin={d}/train.bin", "--set", f"val_bin={d}/val.bin", "--set", f"tok_path={d}/tokenizer.json",
+              "--set", f"out_dir={tmp_path}/out", "--set", "max_steps=6", "--set", "eval_interval=3", "--set", "eval_iters=2",
+              "--set", "warmup_steps=1", "--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2",
+              "--set", "block_size=16", "--set", "batch_size=2", "--set", "sample_max_new_tokens=5"]
+    r = subprocess.run([RDT, "gpt", "train", "--preset", "gpt-cpu", "--device", "cpu", *common], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "trained steps 0->6" in r.stdout and (tmp_path / "out" / "best.pt").exists()
+    assert (tmp_path / "out" / "config.yaml").read_text().count("n_layer: 1") == 1
+    r = subprocess.run([RDT, "gpt", "train", "--preset", "gpt-cpu", *common], capture_output=True, text=True)
+    assert r.returncode == 0 and "resuming from step 6" in r.stdout and "nothing to do" in r.stdout
+    r = subprocess.run([RDT, "gpt", "sample", "--checkpoint", f"{tmp_path}/out/best.pt", "--prompt", "안녕",
+                        "--max-new-tokens", "5", "--seed", "0"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("안녕"), r.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["gpt", "train", "--set", "n_layers=2"], "n_layers"),
+    (["gpt", "train", "--set", "lr=fast"], "lr"),
+    (["gpt", "train", "--preset", "gpt-huge"], "gpt-huge"),
+    (["gpt", "train", "--set", "train_bin=/nope/train.bin"], "/nope/train.bin"),
+    (["gpt", "prepare", "--set", "corpus=shakespear"], "shakespear"),
+    (["gpt", "sample", "--checkpoint", "/nope.pt"], "/nope.pt"),
+])
+def test_cli_errors_are_one_line(args, needle):
+    r = subprocess.run([RDT, *args], capture_output=True, text=True)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
