@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse, sys
 from pathlib import Path
 
-from .core import ConfigError, CheckpointError, add_config_args, config_from_args
+from .core import ConfigError, CheckpointError, add_config_args, config_from_args, get_device
 from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
 from . import train as gtrain
@@ -19,9 +19,9 @@ __all__ = ['build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #139c6251
 def _cmd_course(args) -> int:
-    sets = list(args.sets) + ([f"tier={args.tier}"] if args.tier else []) + ([f"only={args.only}"] if args.only else [])
-    cfg = config_from_args(CourseConfig, argparse.Namespace(config=args.config, override=args.override, sets=sets))
-    if cfg.tier not in TIERS: raise ConfigError(f"key 'tier': {cfg.tier!r} is not one of {', '.join(TIERS)}")
+    cfg = config_from_args(CourseConfig, args)
+    if args.tier: cfg.tier = args.tier   # set directly: "00" must stay a string, not become the number 0
+    if args.only: cfg.only = args.only
     runs = run_course(cfg.tier, cfg.only, runs_dir=cfg.runs_dir, timeout=cfg.timeout)
     results = Path(cfg.runs_dir) if cfg.runs_dir else None
     from rdtcourse.course import project_root
@@ -41,7 +41,7 @@ def _cmd_gpt_prepare(args) -> int:
 
 def _cmd_gpt_train(args) -> int:
     cfg = config_from_args(gtrain.TrainConfig, args)
-    if args.device: cfg.device = args.device
+    if args.device: get_device(args.device); cfg.device = args.device   # a bad --device fails before anything runs
     for f in (cfg.train_bin, cfg.val_bin):
         if not Path(f).exists(): raise FileNotFoundError(f"token file {f!r} does not exist; run `rdtcourse gpt prepare` first or --set train_bin=/val_bin=")
     gtrain.train(cfg)
@@ -99,8 +99,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"rdtcourse: error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, ValueError, OSError) as e:  # OSError: missing files, permissions, full disks
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg: msg += f": {e.filename}"
+        print(f"rdtcourse: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rdtcourse: interrupted", file=sys.stderr)

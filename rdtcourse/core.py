@@ -37,11 +37,14 @@ def get_device(name: str | None = None # "cpu", "cuda", "cuda:1", "mps", or None
         if torch.cuda.is_available(): return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
         return torch.device("cpu")
-    kind = str(name).split(":")[0]
-    if kind not in _DEVICE_KINDS:
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", str(name))
+    if not m:
         raise ValueError(f"device {name!r} is not one of auto, {', '.join(_DEVICE_KINDS)} (optionally with an index, e.g. cuda:1)")
+    kind, index = m.group(1), m.group(2)
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available on this machine; use --device cpu")
+    if kind == "cuda" and index is not None and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {name!r} was asked for but MPS is not available on this machine; use --device cpu")
     return torch.device(name)
@@ -68,9 +71,9 @@ def set_rng_state(state: dict) -> None:
     "Restore what `rng_state` captured."
     random.setstate((state["python_version"], tuple(state["python"]), None))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())  # generator states live on the CPU, whatever map_location said
+    if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 # %% ../nbs/00_core.ipynb #ec6c9bc7
 class ConfigError(ValueError):
@@ -92,17 +95,23 @@ def preset_path(name: str, presets_dir: Path | None = None) -> Path:
 
 def _read_yaml(path) -> dict:
     p = Path(path)
-    if not p.exists(): raise ConfigError(f"config file {str(p)!r} does not exist")
-    try: data = yaml.safe_load(p.read_text()) or {}
+    if not p.is_file(): raise ConfigError(f"config file {str(p)!r} does not exist or is not a file")
+    try: data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e: raise ConfigError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as e: raise ConfigError(f"config file {str(p)!r} cannot be read as text: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict): raise ConfigError(f"config file {str(p)!r} must hold a mapping of key: value, got {type(data).__name__}")
     return data
 
 def _parse_sets(sets) -> dict:
+    out = OmegaConf.create({})
     for s in sets:
         if "=" not in s or s.startswith("="):
             raise ConfigError(f"--set {s!r} is not of the form key=value")
-    return OmegaConf.to_container(OmegaConf.from_dotlist(list(sets)))
+        try: out = OmegaConf.merge(out, OmegaConf.from_dotlist([s]))
+        except Exception as e:  # OmegaConf/YAML parse errors on odd keys or values such as "[1" or "${x}"
+            raise ConfigError(f"--set {s!r} cannot be parsed: {str(e).splitlines()[0]}") from None
+    try: return OmegaConf.to_container(out, resolve=True)
+    except Exception as e: raise ConfigError(f"--set: {str(e).splitlines()[0]}") from None
 
 def load_config(cls,                      # the job's config dataclass
                 preset: str | None = None, # a packaged preset name (rdtcourse/configs/<preset>.yaml)
@@ -123,7 +132,8 @@ def load_config(cls,                      # the job's config dataclass
         except OmegaConfBaseException as e:
             key = getattr(e, "full_key", None) or "?"
             raise ConfigError(f"{source}: key {key!r}: {_one_line(e)}") from None
-    return OmegaConf.to_object(merged)
+    try: return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e: raise ConfigError(f"config: {_one_line(e)}") from None
 
 def config_dict(cfg) -> dict:
     "A plain dict of a config dataclass (what goes into YAML files and checkpoints)."
@@ -137,9 +147,13 @@ def save_config(cfg, out_dir, name: str = "config.yaml") -> Path:
     return p
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    "Write `text` to `path` through a temporary file in the same folder, so readers never see half of it."
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
 
 # %% ../nbs/00_core.ipynb #73a673b8
 def add_config_args(parser, device: bool = True, presets: bool = False):
@@ -178,14 +192,17 @@ def save_checkpoint(path, state: dict) -> Path:
 def load_checkpoint(path, map_location="cpu") -> dict:
     "Load a checkpoint with `weights_only=True`; `CheckpointError` if it is missing, damaged or holds arbitrary objects."
     path = Path(path)
-    if not path.exists(): raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try: return torch.load(path, map_location=map_location, weights_only=True)
+    if not path.is_file(): raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try: state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         culprit = re.search(r"GLOBAL ([\w.]+)", str(e))
         raise CheckpointError(f"checkpoint {str(path)!r} holds objects other than tensors and plain data "
                               f"({culprit.group(1) if culprit else 'unknown object'}); refused by weights_only loading") from None
-    except (RuntimeError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a torch checkpoint ({str(e).splitlines()[0][:120]})") from None
+    except Exception as e:  # truncated, empty, text, or another format: the unpickler fails in many ways
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a torch checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(state, dict): raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
 
 # %% ../nbs/00_core.ipynb #3d56ec0c
 def _template_regex(template: str) -> re.Pattern:
@@ -207,7 +224,8 @@ class Checkpointer:
         self.template, self.best_name, self._rx = template, best_name, _template_regex(template)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         best = self.out_dir / (best_name + ".json")
-        self.best_value = json.loads(best.read_text())["value"] if best.exists() else None
+        value = json.loads(best.read_text())["value"] if best.exists() else None
+        self.best_value = value if value is not None and np.isfinite(value) else None
 
     def checkpoints(self) -> list[Path]:
         "Numbered checkpoints in the folder, oldest first (ordered by the numbers in their names)."
@@ -237,7 +255,7 @@ class Checkpointer:
         if extra: state["extra"] = extra
         path = save_checkpoint(self.out_dir / self.template.format(step=step, **fields), state)
         value = metrics.get(self.metric)
-        if value is not None and self.is_better(value):
+        if value is not None and np.isfinite(value) and self.is_better(value):  # a NaN loss never becomes "best"
             self.best_value = float(value)
             save_checkpoint(self.best_path, state)
             _atomic_write_text(self.out_dir / (self.best_name + ".json"),
@@ -246,11 +264,11 @@ class Checkpointer:
             for old in self.checkpoints()[:-self.keep_last]: old.unlink()
         return path
 
-    def resume(self, model, optimizer=None, scheduler=None, path=None, map_location="cpu") -> dict | None:
+    def resume(self, model, optimizer=None, scheduler=None, path=None) -> dict | None:
         "Load `path` (default: the newest checkpoint) into model/optimizer/scheduler, restore RNGs; the state dict, or None if there is nothing to resume."
         path = Path(path) if path else self.latest()
         if path is None: return None
-        state = load_checkpoint(path, map_location=map_location)
+        state = load_checkpoint(path, map_location="cpu")  # load_state_dict copies to each parameter's device
         model.load_state_dict(state["model"])
         if optimizer is not None and "optimizer" in state: optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state: scheduler.load_state_dict(state["scheduler"])
@@ -276,10 +294,14 @@ class RunLogger:
         self.out_dir = Path(out_dir); self.out_dir.mkdir(parents=True, exist_ok=True)
         self.bar = progress(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not bar)
         self._step = initial
+        log = self.out_dir / "log.jsonl"
+        if initial and log.exists():  # a resumed run: forget records from steps after the checkpoint, they are re-run
+            keep = [l for l in log.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= initial]
+            _atomic_write_text(log, "".join(l + "\n" for l in keep))
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(self.out_dir / "tb"))
+            self.tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=initial + 1 if initial else None)
         self.wb = None
         if wandb:
             try:
@@ -288,7 +310,9 @@ class RunLogger:
                 self.wb = _wandb.init(project=project, dir=str(self.out_dir), config=cfg)
             except ImportError:
                 warnings.warn("wandb=True but wandb is not installed (pip install 'rdtcourse[wandb]'); logging without it")
-        self._jsonl = open(self.out_dir / "log.jsonl", "a")
+            except Exception as e:  # not logged in, offline...: training matters more than the dashboard
+                warnings.warn(f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); logging without it")
+        self._jsonl = open(log, "a")
 
     def progress(self, step: int, **shown) -> None:
         "Move the bar to `step` and show `shown` (e.g. loss=2.31) beside it."

@@ -49,7 +49,8 @@ def tier_parameters(nb, tier: str, root=None) -> dict:
     nb = Path(nb)
     if tier == "learner": return {}
     pfile = Path(root or project_root(nb.parent)) / "tests" / "params" / f"{nb.stem}.yaml"
-    params = (yaml.safe_load(pfile.read_text()) or {}) if pfile.exists() else {}
+    try: params = (yaml.safe_load(pfile.read_text()) or {}) if pfile.exists() else {}
+    except yaml.YAMLError as e: raise ValueError(f"{pfile} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(params, dict): raise ValueError(f"{pfile} must hold a mapping of parameter: value")
     strangers = sorted(set(params) - set(declared_parameters(nb)))
     if strangers:
@@ -89,6 +90,7 @@ def run_notebook(nb, runs_dir, tier: str = "ci", parameters: dict | None = None,
     for stale in ("metrics.json", "reference.json"):
         if (out / stale).exists(): (out / stale).unlink()   # never report numbers from an older run
     t0 = time.time()
+    old_bar = os.environ.get("RDTCOURSE_BAR")
     os.environ["RDTCOURSE_BAR"] = "text"  # the kernel inherits it: progress bars saved as text, not frozen widgets
     try:
         pm.execute_notebook(str(nb), str(run.executed), parameters=params, kernel_name="python3",
@@ -97,6 +99,9 @@ def run_notebook(nb, runs_dir, tier: str = "ci", parameters: dict | None = None,
         run.error = f"cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
     except Exception as e:  # a kernel that died, a timeout, a broken notebook file
         run.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    finally:
+        if old_bar is None: os.environ.pop("RDTCOURSE_BAR", None)
+        else: os.environ["RDTCOURSE_BAR"] = old_bar
     run.seconds = time.time() - t0
     run.metrics, run.reference = _read_json(out / "metrics.json"), _read_json(out / "reference.json")
     return run
@@ -144,3 +149,7 @@ class CourseConfig:
     only: str | None = None       # run only notebooks whose name matches (glob or substring; comma-separated)
     timeout: int | None = None    # seconds a cell may run before it counts as failed (None: no limit)
     runs_dir: str | None = None   # where executed notebooks and results.md go (default: _runs/<tier>)
+
+    def __post_init__(self):
+        if self.tier not in TIERS: raise ValueError(f"tier={self.tier!r} must be one of {', '.join(TIERS)}")
+        if self.timeout is not None and self.timeout <= 0: raise ValueError(f"timeout={self.timeout} must be a positive number of seconds (or null for no limit)")

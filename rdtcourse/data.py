@@ -162,7 +162,7 @@ def _download(url: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part"); os.close(fd)
     try:
-        with urllib.request.urlopen(url) as r, open(tmp, "wb") as f:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
             while chunk := r.read(1 << 20): f.write(chunk)
         os.replace(tmp, dest)
     finally:
@@ -231,7 +231,9 @@ class TokenWriter:
         meta.update(self.extra, vocab_size=self.vocab_size, dtype=self.dtype.name)
         meta.setdefault("tokens", {})[self.path.name] = self.n
         if self.n_chars is not None: meta.setdefault("chars", {})[self.path.name] = int(self.n_chars)
-        tmp = meta_path.with_suffix(".json.tmp"); tmp.write_text(json.dumps(meta, indent=1)); os.replace(tmp, meta_path)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".meta.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f: f.write(json.dumps(meta, indent=1))
+        os.replace(tmp, meta_path)
         return False
 
 def write_tokens(path, ids, vocab_size: int, meta: dict | None = None, n_chars: int | None = None) -> Path:
@@ -242,9 +244,13 @@ def write_tokens(path, ids, vocab_size: int, meta: dict | None = None, n_chars: 
 def load_tokens(path) -> np.memmap:
     "Memory-map a token file with the dtype its meta.json records."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"token file {path} does not exist")
+    if not path.is_file(): raise FileNotFoundError(f"token file {path} does not exist")
     meta = read_meta(path.parent)
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+    dtype, n = np.dtype(meta["dtype"]), meta.get("tokens", {}).get(path.name)
+    if n is None: raise ValueError(f"{path} is not listed in {path.parent / 'meta.json'}: written by another tokenizer? re-run the encoding")
+    if path.stat().st_size != n * dtype.itemsize:
+        raise ValueError(f"{path} holds {path.stat().st_size} bytes, but meta.json says {n} {dtype.name} tokens: re-run the encoding")
+    return np.memmap(path, dtype=dtype, mode="r")
 
 # %% ../nbs/01_data.ipynb #f1e5dfa5
 def get_batch(data, block_size: int, batch_size: int, device="cpu", generator: torch.Generator | None = None):

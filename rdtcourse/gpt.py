@@ -170,16 +170,18 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
     was_training = model.training; model.eval()
     cache = KVCache(model.cfg.n_layer) if use_cache else None
     bs = model.cfg.block_size
-    for _ in range(max_new_tokens):
-        if cache is not None and idx.size(1) <= bs:
-            fresh = idx if cache.length == 0 else idx[:, cache.length:]   # the prompt once, then only the newest token
-            logits, _ = model(fresh, cache=cache, last_only=True)
-        else:  # no cache, or past the context: re-run the last block_size tokens (positions restart at 0)
-            logits, _ = model(idx[:, -bs:], last_only=True)
-        nxt = sample_next(logits[:, -1, :], temperature, top_k, generator)
-        idx = torch.cat([idx, nxt], dim=1)
-        if eos_token_id is not None and (nxt == eos_token_id).all(): break
-    model.train(was_training)
+    try:
+        for _ in range(max_new_tokens):
+            if cache is not None and idx.size(1) <= bs:
+                fresh = idx if cache.length == 0 else idx[:, cache.length:]   # the prompt once, then only the newest token
+                logits, _ = model(fresh, cache=cache, last_only=True)
+            else:  # no cache, or past the context: re-run the last block_size tokens (positions restart at 0)
+                logits, _ = model(idx[:, -bs:], last_only=True)
+            nxt = sample_next(logits[:, -1, :], temperature, top_k, generator)
+            idx = torch.cat([idx, nxt], dim=1)
+            if eos_token_id is not None and (nxt == eos_token_id).all(): break
+    finally:
+        model.train(was_training)
     return idx
 
 GPT.generate = generate  # also available as model.generate(idx, ...)

@@ -29,6 +29,7 @@ BANDS = [(0.2, "good (watch for over-fitting)"), (0.3, "meaningful text"), (0.5,
 
 def band_edges(vocab_size: int) -> list[tuple[float, str]]:
     "The loss (nats/token) at which each band ends, for a vocabulary of `vocab_size` tokens."
+    if vocab_size < 2: raise ValueError(f"vocab_size={vocab_size} must be at least 2")
     lnv = math.log(vocab_size)
     return [(f * lnv, name) for f, name in BANDS]
 
@@ -40,6 +41,7 @@ def loss_band(loss: float, vocab_size: int) -> str:
 
 def interpret_loss(loss: float, vocab_size: int, chars_per_token: float | None = None) -> dict:
     "Everything a loss says: band, fraction of ln V, perplexity, bits per token (and per character if chars_per_token is known)."
+    if vocab_size < 2: raise ValueError(f"vocab_size={vocab_size} must be at least 2")
     out = {"loss": loss, "band": loss_band(loss, vocab_size), "fraction_of_lnV": loss / math.log(vocab_size),
            "perplexity": perplexity(loss), "bits_per_token": bits_per_token(loss)}
     if chars_per_token: out["bits_per_char"] = bits_per_token(loss) / chars_per_token
@@ -48,6 +50,7 @@ def interpret_loss(loss: float, vocab_size: int, chars_per_token: float | None =
 # %% ../nbs/05_loss.ipynb #431c2009
 def detect_overfitting(records: list[dict], patience: int = 2, min_delta: float = 0.0) -> dict | None:
     "From log records with 'val/loss' and 'train/eval_loss': the first point where val rose `patience` times in a row while train fell; None if never."
+    if patience < 1: raise ValueError(f"patience={patience} must be at least 1")
     evals = [(r["step"], r["train/eval_loss"], r["val/loss"]) for r in records if "val/loss" in r and "train/eval_loss" in r]
     rises = 0
     best_step, best_val = None, math.inf

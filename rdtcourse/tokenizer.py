@@ -63,8 +63,10 @@ class CharTokenizer:
     def save(self, path) -> Path:
         "Save as JSON (`type: char`), which `load_tokenizer` recognises."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"type": "char", "chars": self.chars, "special_tokens": self.special_tokens,
-                                    "unk_token": self.unk_token}, ensure_ascii=False))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"type": "char", "chars": self.chars, "special_tokens": self.special_tokens,
+                                   "unk_token": self.unk_token}, ensure_ascii=False))
+        os.replace(tmp, path)  # never a half-written tokenizer
         return path
 
     @classmethod
@@ -113,18 +115,24 @@ _SPECIAL_ROLES = {EOT: ("eos_token", "bos_token"), "<s>": ("bos_token",), "</s>"
 def load_tokenizer(name_or_path):
     "A tokenizer from a folder (save_pretrained), a tokenizer.json, a character tokenizer JSON, or a hub name (online)."
     p = Path(str(name_or_path)).expanduser()
+    what = f"tokenizer {str(p)!r} is not a tokenizer.json, a character-tokenizer JSON or a tokenizer folder"
     if p.is_file():
-        d = json.loads(p.read_text())
-        if d.get("type") == "char": return CharTokenizer.load(p)
-        from tokenizers import Tokenizer
-        tok = Tokenizer.from_file(str(p))
-        special = {}
-        for t in d.get("added_tokens", []):  # give the file's special tokens their roles
-            if t.get("special"):
-                for role in _SPECIAL_ROLES.get(t["content"], ()): special[role] = t["content"]
-        return _fast(tok, **special)
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+            if isinstance(d, dict) and d.get("type") == "char": return CharTokenizer.load(p)
+            from tokenizers import Tokenizer
+            tok = Tokenizer.from_file(str(p))
+            special = {}
+            for t in d.get("added_tokens", []):  # give the file's special tokens their roles
+                if t.get("special"):
+                    for role in _SPECIAL_ROLES.get(t["content"], ()): special[role] = t["content"]
+            return _fast(tok, **special)
+        except Exception as e:
+            raise ValueError(f"{what} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]})") from None
     from transformers import AutoTokenizer
-    if p.is_dir(): return AutoTokenizer.from_pretrained(str(p))
+    if p.is_dir():
+        try: return AutoTokenizer.from_pretrained(str(p))
+        except Exception as e: raise ValueError(f"{what} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]})") from None
     if p.suffix == ".json": raise FileNotFoundError(f"tokenizer file {str(p)!r} does not exist")
     try: return AutoTokenizer.from_pretrained(str(name_or_path))  # e.g. "gpt2", "skt/kogpt2-base-v2", "bert-base-uncased"
     except OSError as e:

@@ -6,13 +6,14 @@ Docs: https://rdtcourse.github.io/rdtcourse/training.html.md"""
 
 # %% ../nbs/04_training.ipynb #742c6ef5
 from __future__ import annotations
-import contextlib, math, time
+import contextlib, math, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .core import Checkpointer, RunLogger, get_device, load_checkpoint, read_log, save_config, seed_everything
+from .core import (Checkpointer, CheckpointError, ConfigError, RunLogger, get_device, load_checkpoint, read_log,
+                            save_config, seed_everything)
 from .data import get_batch, load_text, load_tokens, read_meta, get_corpus, load_records
 from .tokenizer import CharTokenizer, encode_corpus, load_tokenizer, train_bpe
 from .gpt import GPT, GPTConfig
@@ -93,6 +94,14 @@ class TrainConfig:
     tensorboard: bool = True              # write TensorBoard scalars under out_dir/tb
     wandb: bool = False                   # also log to Weights & Biases (if installed)
 
+    def __post_init__(self):
+        for k in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters", "log_interval", "block_size"):
+            if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be at least 1")
+        for k in ("warmup_steps", "stop_at", "keep_last", "weight_decay", "grad_clip", "min_lr"):
+            if getattr(self, k) < 0: raise ValueError(f"{k}={getattr(self, k)} must not be negative")
+        if self.lr <= 0: raise ValueError(f"lr={self.lr} must be positive")
+        if self.max_steps <= self.warmup_steps: raise ValueError(f"max_steps={self.max_steps} must exceed warmup_steps={self.warmup_steps}")
+
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer, n_head=self.n_head,
                          n_embd=self.n_embd, dropout=self.dropout, bias=self.bias)
@@ -126,14 +135,16 @@ def estimate_loss(model, splits: dict, eval_iters: int, block_size: int, batch_s
     "Mean loss over `eval_iters` random batches of each split in `splits` (name -> token array)."
     was = model.training; model.eval()
     out = {}
-    for name, data in splits.items():
-        losses = torch.zeros(eval_iters)
-        for k in range(eval_iters):
-            x, y = get_batch(data, block_size, batch_size, device)
-            with ctx or contextlib.nullcontext(): _, loss = model(x, y)
-            losses[k] = loss.item()
-        out[name] = losses.mean().item()
-    model.train(was)
+    try:
+        for name, data in splits.items():
+            losses = torch.zeros(eval_iters)
+            for k in range(eval_iters):
+                x, y = get_batch(data, block_size, batch_size, device)
+                with ctx or contextlib.nullcontext(): _, loss = model(x, y)
+                losses[k] = loss.item()
+            out[name] = losses.mean().item()
+    finally:
+        model.train(was)
     return out
 
 # %% ../nbs/04_training.ipynb #5f4cd7c8
@@ -142,6 +153,28 @@ def _sample_text(model, tok, cfg: TrainConfig, device) -> str:
     idx = torch.tensor([ids or [0]], device=device)
     out = model.generate(idx, cfg.sample_max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k)
     return tok.decode(out[0].tolist())
+
+_MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "bias")
+_SCHEDULE_KEYS = ("lr", "min_lr", "warmup_steps", "max_steps")
+
+def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched):
+    "Resume from the newest checkpoint if any -> (state or None, scheduler); refuse a different architecture; follow a changed schedule from the saved step."
+    path = ck.latest()
+    if path is None: return None, sched
+    saved = load_checkpoint(path).get("config", {})
+    changed = [f"{k} {saved[k]} -> {getattr(cfg, k)}" for k in _MODEL_KEYS if k in saved and saved[k] != getattr(cfg, k)]
+    if changed:
+        raise ConfigError(f"{ck.out_dir} holds a model with other dimensions ({', '.join(changed)}); use a new out_dir")
+    reschedule = any(k in saved and saved[k] != getattr(cfg, k) for k in _SCHEDULE_KEYS)
+    state = ck.resume(model, opt, None if reschedule else sched, path=path)
+    if reschedule:  # e.g. a larger max_steps: a fresh schedule, fast-forwarded to the step we stopped at
+        for g in opt.param_groups: g["lr"] = cfg.lr; g.pop("initial_lr", None)
+        sched = make_scheduler(opt, cfg.warmup_steps, cfg.max_steps, cfg.min_lr, cfg.lr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+            for _ in range(state["step"]): sched.step()
+        print(f"schedule changed since the checkpoint: following the new one from step {state['step']}")
+    return state, sched
 
 def train(cfg: TrainConfig, bar: bool = True) -> dict:
     "Train (or resume) a GPT as `cfg` says; returns a summary with the final losses, steps and timings."
@@ -156,7 +189,7 @@ def train(cfg: TrainConfig, bar: bool = True) -> dict:
     ctx = autocast_context(device, cfg.dtype)
     out = Path(cfg.out_dir)
     ck = Checkpointer(out, keep_last=cfg.keep_last, metric="val_loss")
-    state = ck.resume(model, opt, sched, map_location=device)
+    state, sched = _resume(ck, cfg, model, opt, sched)
     start = state["step"] if state else 0
     print(f"resuming from step {start} ({Path(state['path']).name})" if state else
           f"training from scratch: {model.num_params():,} parameters, {len(train_data):,} train tokens, device {device}")
@@ -180,7 +213,7 @@ def train(cfg: TrainConfig, bar: bool = True) -> dict:
             done = step + 1
             log.progress(done, loss=loss.item(), lr=lr_now)
             if done % cfg.log_interval == 0: log.log(done, **{"train/loss": loss.item(), "lr": lr_now})
-            if done % cfg.eval_interval == 0 or done == cfg.max_steps:
+            if done % cfg.eval_interval == 0 or done == end:  # also when stopping early, so nothing is lost
                 last = estimate_loss(model, {"train": train_data, "val": val_data}, cfg.eval_iters, cfg.block_size,
                                      cfg.batch_size, device, ctx)
                 log.log(done, **{"val/loss": last["val"], "train/eval_loss": last["train"]})
@@ -202,14 +235,19 @@ def train(cfg: TrainConfig, bar: bool = True) -> dict:
 def load_model(checkpoint, tok_path=None, device=None):
     "The GPT (in eval mode) and tokenizer of a checkpoint written by `train`."
     state = load_checkpoint(checkpoint, map_location="cpu")
-    known = {k: v for k, v in state.get("config", {}).items() if k in TrainConfig.__dataclass_fields__}
+    if "lm_head.weight" not in state.get("model", {}) or not all(k in state.get("config", {}) for k in _MODEL_KEYS):
+        raise CheckpointError(f"{checkpoint} is not a GPT checkpoint written by `rdtcourse gpt train`")
+    known = {k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__}
     cfg = TrainConfig(**known)
-    model = GPT(cfg.model_config(state["model"]["lm_head.weight"].shape[0]))
+    vocab = state["model"]["lm_head.weight"].shape[0]
+    model = GPT(cfg.model_config(vocab))
     model.load_state_dict(state["model"])
     model.to(get_device(device)).eval()
     tp = Path(tok_path or cfg.tok_path)
     if not tp.exists(): raise FileNotFoundError(f"tokenizer {str(tp)!r} not found; pass --tok-path")
-    return model, load_tokenizer(tp)
+    tok = load_tokenizer(tp)
+    if len(tok) != vocab: raise ValueError(f"tokenizer {str(tp)!r} has {len(tok)} tokens but the model was trained with {vocab}")
+    return model, tok
 
 def sample(model, tok, prompt: str = "\n", max_new_tokens: int = 200, temperature: float = 0.9,
            top_k: int | None = 50, seed: int | None = None) -> str:
@@ -238,8 +276,9 @@ def plot_curves(run_dir, title: str | None = None, ax=None):
 @torch.no_grad()
 def evaluate_full(model, data, block_size: int, batch_size: int = 64, device="cpu") -> float:
     "The exact mean loss over all non-overlapping block_size windows of `data` (no sampling noise)."
-    was = model.training; model.eval()
     n = (len(data) - 1) // block_size
+    if n < 1: raise ValueError(f"token data has {len(data)} tokens; needs more than block_size={block_size}")
+    was = model.training; model.eval()
     total, count = 0.0, 0
     for i in range(0, n, batch_size):
         starts = range(i * block_size, min(n, i + batch_size) * block_size, block_size)

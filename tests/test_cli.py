@@ -25,6 +25,7 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path):
     (tmp_path / "c.yaml").write_text("timeout: soon\n")
     r = run("course", "--config", str(tmp_path / "c.yaml"))
     assert r.returncode == 2 and "timeout" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
 
 
 def test_data_list():
@@ -56,6 +57,8 @@ def test_course_runs_reports_failures_and_gathers_metrics(tmp_path):
     assert (proj / "_runs" / "ci" / "results.md").exists()
     assert (proj / "_runs" / "ci" / "01_ok.ipynb").exists()
     r = run("course", "--only", "01_ok", cwd=proj)
+    assert r.returncode == 0 and "1/1 notebooks ran" in r.stdout
+    r = run("course", "--only", "01", cwd=proj)                     # a number-like pattern stays a string
     assert r.returncode == 0 and "1/1 notebooks ran" in r.stdout
     r = run("course", "--only", "nothing-matches", cwd=proj)
     assert r.returncode == 2 and "nothing-matches" in r.stderr

@@ -146,12 +146,56 @@ def test_weights_only_refuses_pickled_objects(tmp_path):
         load_checkpoint(p)
 
 
-def test_damaged_and_missing_checkpoints(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "none.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError):
-        load_checkpoint(tmp_path / "junk.pt")
+@pytest.mark.parametrize("kind", ["missing", "junk", "text", "empty", "folder", "tensor", "list"])
+def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path, kind):
+    p = tmp_path / "ck.pt"
+    if kind == "junk": p.write_bytes(b"not a checkpoint")
+    elif kind == "text": p.write_text("hello, I am a text file\n")
+    elif kind == "empty": p.write_bytes(b"")
+    elif kind == "folder": p.mkdir()
+    elif kind == "tensor": torch.save(torch.zeros(3), p)
+    elif kind == "list": torch.save([1, 2], p)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nan_metric_never_becomes_best(tmp_path):
+    m = nn.Linear(2, 2)
+    ck = Checkpointer(tmp_path)
+    ck.save(m, step=1, metrics={"val_loss": float("nan")})
+    assert ck.best_value is None and not ck.best_path.exists()
+    ck.save(m, step=2, metrics={"val_loss": 2.0})
+    assert ck.best_value == 2.0 and load_checkpoint(ck.best_path)["step"] == 2
+
+
+@pytest.mark.parametrize("sets", [["[x=1"], ["name=[1"], ["name=${nope}"]])
+def test_malformed_set_values_are_config_errors(sets):
+    with pytest.raises(ConfigError) as e:
+        load_config(Cfg, sets=sets)
+    assert "\n" not in str(e.value)
+
+
+def test_unreadable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="not a file"):
+        load_config(Cfg, config=tmp_path)
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="bin.yaml"):
+        load_config(Cfg, config=tmp_path / "bin.yaml")
+
+
+def test_device_names():
+    for bad in ("cpu:x", "cuda0", "gpu"):
+        with pytest.raises(ValueError, match="not one of"):
+            get_device(bad)
+
+
+def test_resume_log_has_no_duplicate_steps(tmp_path):
+    with RunLogger(tmp_path, bar=False, tensorboard=False) as lg:
+        for s in range(1, 8): lg.log(s, **{"train/loss": 1.0})
+    with RunLogger(tmp_path, initial=5, bar=False, tensorboard=False) as lg:  # resumed from a step-5 checkpoint
+        for s in range(6, 9): lg.log(s, **{"train/loss": 0.5})
+    assert [r["step"] for r in read_log(tmp_path)] == list(range(1, 9))
 
 
 def test_metrics_must_be_flat_numbers(tmp_path):

@@ -36,7 +36,14 @@ def test_weights_are_tied():
     assert m.lm_head.weight is m.transformer.wte.weight
 
 
-def test_causal_and_padding_masks():
+def test_gpt_is_causal():
+    m = small().eval()
+    x = torch.randint(50, (2, 12))
+    x2 = x.clone(); x2[:, 8:] = torch.randint(50, (2, 4))     # change only the future
+    assert torch.allclose(m(x)[0][:, :8], m(x2)[0][:, :8], atol=1e-6)
+
+
+def test_padding_mask():
     seed_everything(0)
     b = Block(16, 2, causal=False)
     x = torch.randn(1, 6, 16)

@@ -3,7 +3,7 @@ import subprocess, sys
 from pathlib import Path
 import pytest
 import torch
-from rdtcourse.core import load_checkpoint
+from rdtcourse.core import ConfigError, load_checkpoint, read_log
 from rdtcourse.train import PrepareConfig, TrainConfig, bits_per_char, load_model, make_scheduler, prepare, sample, train
 
 RDT = str(Path(sys.executable).parent / "rdtcourse")
@@ -30,7 +30,7 @@ def test_prepare_writes_bins_and_tokenizer(data):
 def test_loss_falls(data, tmp_path):
     s = train(cfg(data, tmp_path, max_steps=60, eval_interval=30), bar=False)
     first = load_checkpoint(tmp_path / "ckpt_step_30.pt")["metrics"]["val_loss"]
-    assert s["val_loss"] < 3.3 < 4.17  # well below ln(65) = 4.17, the loss of a uniform guess
+    assert s["val_loss"] < 3.3  # well below ln(65) = 4.17, the loss of a uniform guess
     assert s["val_loss"] <= first
     assert s["tokens_per_second"] > 0 and s["steps_run"] == 60
 
@@ -46,6 +46,32 @@ def test_resume_matches_uninterrupted(data, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["metrics"] == b["metrics"]
     assert train(cfg(data, tmp_path / "split"), bar=False)["steps_run"] == 0  # nothing left to do
+
+
+def test_stop_at_between_evaluations_loses_nothing(data, tmp_path):
+    s = train(cfg(data, tmp_path, stop_at=7, eval_interval=5), bar=False)
+    assert s["step"] == 7 and (tmp_path / "ckpt_step_7.pt").exists()
+    s = train(cfg(data, tmp_path, stop_at=12, eval_interval=5), bar=False)
+    assert s["steps_run"] == 5
+    steps = [r["step"] for r in read_log(tmp_path) if "train/loss" in r]
+    assert steps == sorted(set(steps))  # no step logged twice across the resume
+
+
+def test_resume_refuses_other_dimensions_and_follows_a_longer_schedule(data, tmp_path):
+    train(cfg(data, tmp_path, max_steps=20), bar=False)
+    with pytest.raises(ConfigError, match="n_layer 2 -> 3"):
+        train(cfg(data, tmp_path, max_steps=20, n_layer=3), bar=False)
+    s = train(cfg(data, tmp_path, max_steps=40), bar=False)      # continue: the schedule now spans 40 steps
+    assert s["steps_run"] == 20
+    lrs = [r["lr"] for r in read_log(tmp_path) if "lr" in r and r["step"] > 20]
+    assert lrs == sorted(lrs, reverse=True) and max(lrs) < 3e-3  # still decaying, not warming up again
+
+
+@pytest.mark.parametrize("bad, key", [({"log_interval": 0}, "log_interval"), ({"grad_accum": 0}, "grad_accum"),
+                                      ({"eval_iters": 0}, "eval_iters"), ({"warmup_steps": 50, "max_steps": 40}, "max_steps")])
+def test_config_validation(data, tmp_path, bad, key):
+    with pytest.raises(ValueError, match=key):
+        cfg(data, tmp_path, **bad)
 
 
 def test_sample_from_checkpoint(data, tmp_path):
@@ -91,6 +117,12 @@ def test_cli_prepare_train_sample(tmp_path):
     (["gpt", "train", "--set", "train_bin=/nope/train.bin"], "/nope/train.bin"),
     (["gpt", "prepare", "--set", "corpus=shakespear"], "shakespear"),
     (["gpt", "sample", "--checkpoint", "/nope.pt"], "/nope.pt"),
+    (["gpt", "sample", "--checkpoint", "/etc/hostname"], "/etc/hostname"),
+    (["gpt", "prepare", "--set", "tokenizer=/etc/hostname"], "/etc/hostname"),
+    (["gpt", "train", "--set", "[x=1"], "[x=1"),
+    (["gpt", "train", "--device", "cpu:x"], "cpu:x"),
+    (["gpt", "train", "--set", "log_interval=0"], "log_interval"),
+    (["course", "--set", "timeout=-1"], "timeout"),
 ])
 def test_cli_errors_are_one_line(args, needle):
     r = subprocess.run([RDT, *args], capture_output=True, text=True)

@@ -6,7 +6,7 @@
 This is the one deliberate write of executed notebooks into nbs/ (the runner and the tests write under _runs/).
 A notebook that fails is left untouched. Run nbdev-clean afterwards (this script does) and commit.
 """
-import fnmatch, shutil, subprocess, sys, tempfile, time
+import fnmatch, subprocess, sys, time
 from pathlib import Path
 import os
 import papermill as pm
@@ -21,17 +21,20 @@ def main(patterns) -> int:
     nbs = sorted(NBS.glob("*.ipynb"))
     if patterns: nbs = [p for p in nbs if any(fnmatch.fnmatch(p.stem, pt) or pt in p.stem for pt in patterns)]
     failed = []
-    for nb in nbs:
-        t0 = time.time()
-        with tempfile.TemporaryDirectory() as d:
-            out = Path(d) / nb.name
+    try:
+        for nb in nbs:
+            t0 = time.time()
+            out = NBS / f".{nb.stem}.executing.ipynb"   # same folder, so the final rename is atomic
             try:
                 pm.execute_notebook(str(nb), str(out), kernel_name="python3", cwd=str(NBS), progress_bar=False)
+                os.replace(out, nb)
             except Exception as e:
-                print(f"FAILED {nb.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"); failed.append(nb.name); continue
-            shutil.copy(out, nb)
-        print(f"refreshed {nb.name} in {time.time() - t0:.0f}s")
-    subprocess.run([str(Path(sys.executable).parent / "nbdev-clean")], cwd=ROOT, check=True)
+                print(f"FAILED {nb.name}: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}"); failed.append(nb.name); continue
+            finally:
+                if out.exists(): out.unlink()
+            print(f"refreshed {nb.name} in {time.time() - t0:.0f}s")
+    finally:
+        subprocess.run([str(Path(sys.executable).parent / "nbdev-clean")], cwd=ROOT, check=True)
     return 1 if failed else 0
 
 
