@@ -39,14 +39,15 @@ def prepare(cfg: PrepareConfig) -> dict:
     else: tok = load_tokenizer(cfg.tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     tok_path = out / "tokenizer.json"
-    if isinstance(tok, CharTokenizer): tok.save(tok_path)
-    else: tok.save_pretrained(out)  # tokenizer.json + tokenizer_config.json
     records = c.kind in ("tsv", "csv")
     eos = records and getattr(tok, "eos_token_id", None) is not None
     stats = {}
     for split, text in (("train", train_text), ("val", val_text)):
         docs = text.splitlines(keepends=False) if eos else text
         stats[split] = encode_corpus(tok, docs, out / f"{split}.bin", eos=eos, meta={"tokenizer": cfg.tokenizer, "corpus": cfg.corpus})
+    # the tokenizer last: an interrupted prepare never leaves a new tokenizer beside old token files
+    if isinstance(tok, CharTokenizer): tok.save(tok_path)
+    else: tok.save_pretrained(out)  # tokenizer.json + tokenizer_config.json
     return {"train_bin": str(out / "train.bin"), "val_bin": str(out / "val.bin"), "tok_path": str(tok_path),
             "vocab_size": len(tok), **{f"{s}_tokens": st["tokens"] for s, st in stats.items()}}
 
