@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['PRESETS_DIR', 'get_device', 'seed_everything', 'rng_state', 'set_rng_state', 'ConfigError', 'preset_path',
-           'load_config', 'config_dict', 'save_config', 'add_config_args', 'config_from_args', 'CheckpointError',
-           'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'progress', 'RunLogger', 'read_log', 'save_metrics']
+           'load_config', 'config_dict', 'save_config', 'atomic_write_text', 'add_config_args', 'config_from_args',
+           'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'progress', 'RunLogger', 'read_log',
+           'save_metrics']
 
 # %% ../nbs/00_core.ipynb #1f5fe289
 _DEVICE_KINDS = ("cpu", "cuda", "mps")
@@ -143,10 +144,10 @@ def save_config(cfg, out_dir, name: str = "config.yaml") -> Path:
     "Write the resolved config beside the run's outputs, so every result says how it was made."
     p = Path(out_dir) / name
     p.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(p, yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    atomic_write_text(p, yaml.safe_dump(config_dict(cfg), sort_keys=False))
     return p
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     "Write `text` to `path` through a temporary file in the same folder, so readers never see half of it."
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -258,17 +259,17 @@ class Checkpointer:
         if value is not None and np.isfinite(value) and self.is_better(value):  # a NaN loss never becomes "best"
             self.best_value = float(value)
             save_checkpoint(self.best_path, state)
-            _atomic_write_text(self.out_dir / (self.best_name + ".json"),
+            atomic_write_text(self.out_dir / (self.best_name + ".json"),
                                json.dumps({"metric": self.metric, "value": self.best_value, "step": step, "file": path.name}))
         if self.keep_last:
             for old in self.checkpoints()[:-self.keep_last]: old.unlink()
         return path
 
-    def resume(self, model, optimizer=None, scheduler=None, path=None) -> dict | None:
-        "Load `path` (default: the newest checkpoint) into model/optimizer/scheduler, restore RNGs; the state dict, or None if there is nothing to resume."
+    def resume(self, model, optimizer=None, scheduler=None, path=None, state: dict | None = None) -> dict | None:
+        "Load `path` (default: the newest checkpoint; or an already loaded `state`) into model/optimizer/scheduler, restore RNGs; the state dict, or None if there is nothing to resume."
         path = Path(path) if path else self.latest()
         if path is None: return None
-        state = load_checkpoint(path, map_location="cpu")  # load_state_dict copies to each parameter's device
+        if state is None: state = load_checkpoint(path, map_location="cpu")  # load_state_dict copies to each parameter's device
         model.load_state_dict(state["model"])
         if optimizer is not None and "optimizer" in state: optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state: scheduler.load_state_dict(state["scheduler"])
@@ -297,7 +298,7 @@ class RunLogger:
         log = self.out_dir / "log.jsonl"
         if initial and log.exists():  # a resumed run: forget records from steps after the checkpoint, they are re-run
             keep = [l for l in log.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= initial]
-            _atomic_write_text(log, "".join(l + "\n" for l in keep))
+            atomic_write_text(log, "".join(l + "\n" for l in keep))
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -354,6 +355,6 @@ def save_metrics(out_dir, metrics: dict, reference: dict | None = None) -> Path:
         bad = {k: v for k, v in d.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
         if bad: raise ValueError(f"{what} must map names to numbers; not numbers: {bad}")
         return {k: float(v) if isinstance(v, float) else v for k, v in d.items()}
-    _atomic_write_text(out_dir / "metrics.json", json.dumps(flat(metrics, "metrics"), indent=1))
-    if reference: _atomic_write_text(out_dir / "reference.json", json.dumps(flat(reference, "reference"), indent=1))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(flat(metrics, "metrics"), indent=1))
+    if reference: atomic_write_text(out_dir / "reference.json", json.dumps(flat(reference, "reference"), indent=1))
     return out_dir / "metrics.json"

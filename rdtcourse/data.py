@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .core import atomic_write_text
+
 # %% auto #0
 __all__ = ['CORPORA', 'WIKITEXT_HUB', 'KR3_HUB', 'ML1M_URL', 'data_dir', 'Corpus', 'get_corpus', 'load_table', 'load_records',
            'load_text', 'load_wikitext', 'load_kr3', 'load_movielens_1m', 'token_dtype', 'read_meta', 'TokenWriter',
@@ -231,9 +233,7 @@ class TokenWriter:
         meta.update(self.extra, vocab_size=self.vocab_size, dtype=self.dtype.name)
         meta.setdefault("tokens", {})[self.path.name] = self.n
         if self.n_chars is not None: meta.setdefault("chars", {})[self.path.name] = int(self.n_chars)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".meta.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f: f.write(json.dumps(meta, indent=1))
-        os.replace(tmp, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta, indent=1))
         return False
 
 def write_tokens(path, ids, vocab_size: int, meta: dict | None = None, n_chars: int | None = None) -> Path:

@@ -10,7 +10,7 @@ import json, os
 from pathlib import Path
 from typing import Iterable
 
-from .core import progress
+from .core import atomic_write_text, progress
 from .data import TokenWriter
 
 # %% auto #0
@@ -63,10 +63,8 @@ class CharTokenizer:
     def save(self, path) -> Path:
         "Save as JSON (`type: char`), which `load_tokenizer` recognises."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"type": "char", "chars": self.chars, "special_tokens": self.special_tokens,
-                                   "unk_token": self.unk_token}, ensure_ascii=False))
-        os.replace(tmp, path)  # never a half-written tokenizer
+        atomic_write_text(path, json.dumps({"type": "char", "chars": self.chars, "special_tokens": self.special_tokens,
+                                            "unk_token": self.unk_token}, ensure_ascii=False))  # never a half-written tokenizer
         return path
 
     @classmethod

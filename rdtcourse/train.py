@@ -162,12 +162,13 @@ def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched):
     "Resume from the newest checkpoint if any -> (state or None, scheduler); refuse a different architecture; follow a changed schedule from the saved step."
     path = ck.latest()
     if path is None: return None, sched
-    saved = load_checkpoint(path).get("config", {})
+    ckpt = load_checkpoint(path)
+    saved = ckpt.get("config", {})
     changed = [f"{k} {saved[k]} -> {getattr(cfg, k)}" for k in _MODEL_KEYS if k in saved and saved[k] != getattr(cfg, k)]
     if changed:
         raise ConfigError(f"{ck.out_dir} holds a model with other dimensions ({', '.join(changed)}); use a new out_dir")
     reschedule = any(k in saved and saved[k] != getattr(cfg, k) for k in _SCHEDULE_KEYS)
-    state = ck.resume(model, opt, None if reschedule else sched, path=path)
+    state = ck.resume(model, opt, None if reschedule else sched, path=path, state=ckpt)
     if reschedule:  # e.g. a larger max_steps: a fresh schedule, fast-forwarded to the step we stopped at
         for g in opt.param_groups: g["lr"] = cfg.lr; g.pop("initial_lr", None)
         sched = make_scheduler(opt, cfg.warmup_steps, cfg.max_steps, cfg.min_lr, cfg.lr)
