@@ -13,9 +13,10 @@ from .core import ConfigError, CheckpointError, add_config_args, config_from_arg
 from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
 from . import train as gtrain
+from . import rdt_train as rtrain
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['build_parser', 'main', 'rdt_train', 'rdt_infer']
 
 # %% ../nbs/99_cli.ipynb #139c6251
 def _cmd_course(args) -> int:
@@ -50,6 +51,32 @@ def _cmd_gpt_train(args) -> int:
 def _cmd_gpt_sample(args) -> int:
     model, tok = gtrain.load_model(args.checkpoint, tok_path=args.tok_path, device=args.device)
     print(gtrain.sample(model, tok, args.prompt, args.max_new_tokens, args.temperature, args.top_k, seed=args.seed))
+    return 0
+
+def _cmd_rdt_train(args) -> int:
+    cfg = rtrain.load_rdt_config(args.preset, args.config, args.override, args.sets)
+    if args.device: get_device(args.device); cfg.training.device = args.device   # a bad --device fails before anything runs
+    rtrain.train_rdt(cfg, checkpoint=args.checkpoint)
+    return 0
+
+def _cmd_rdt_infer(args) -> int:
+    if not args.text and not args.interactive: raise ValueError("nothing to denoise: give --text TEXT or --interactive")
+    if args.max_steps < 1: raise ValueError(f"--max_steps {args.max_steps} must be at least 1")
+    if not 0 <= args.mask_ratio <= 1: raise ValueError(f"--mask-ratio {args.mask_ratio} must be between 0 and 1")
+    model, tok, _ = rtrain.load_rdt(args.checkpoint, device=args.device)
+    run = lambda text: print(rtrain.format_result(rtrain.denoise(model, tok, text, args.threshold, args.max_steps,
+                                                                 args.mask_ratio, args.seed)))
+    if args.text: run(args.text)
+    if args.interactive:
+        print("RDT Interactive Inference\nEnter text to denoise (or 'quit' to exit)")
+        while True:
+            try: text = input("\nInput text: ")
+            except EOFError: break                         # end of piped input, or Ctrl-D
+            if text.strip().lower() in ("quit", "exit"): break
+            if not text.strip(): continue
+            print("Running inference...\n")
+            try: run(text)
+            except ValueError as e: print(f"error: {e}")   # a bad line should not end the session
     return 0
 
 def _cmd_data_list(args) -> int:
@@ -89,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--device", default=None)
     gs.set_defaults(func=_cmd_gpt_sample)
 
+    r = sub.add_parser("rdt", help="chapter 6: train RDT and denoise text with it (aliases: rdt-train, rdt-infer)")
+    rsub = r.add_subparsers(dest="verb", metavar="VERB", required=True)
+    rt = rsub.add_parser("train", help="train RDT (resume with --checkpoint)",
+                         description="Train a Recursive Denoising Transformer; configs: --preset or --config base.yaml [--override experiment.yaml].")
+    add_config_args(rt, presets=True, presets_dir=rtrain.RDT_PRESETS)
+    rt.add_argument("--checkpoint", default=None, help="resume from this checkpoint_epoch_E_step_S.pt")
+    rt.set_defaults(func=_cmd_rdt_train)
+    ri = rsub.add_parser("infer", help="restore the [MASK] tokens of a text with a trained RDT")
+    ri.add_argument("--checkpoint", required=True, help="best_model.pt or a numbered checkpoint written by rdt train")
+    ri.add_argument("--text", default=None, help="text to denoise; write [MASK] where tokens are missing")
+    ri.add_argument("--interactive", action="store_true", help="read texts from the terminal until 'quit'")
+    ri.add_argument("--max_steps", "--max-steps", dest="max_steps", type=int, default=20, help="most recursive steps (default 20)")
+    ri.add_argument("--threshold", type=float, default=0.05, help="stop when the gate predicts less than this fraction still masked")
+    ri.add_argument("--mask-ratio", "--mask_ratio", dest="mask_ratio", type=float, default=0.0,
+                    help="hide this fraction of the text's tokens first (a demo of restoration)")
+    ri.add_argument("--seed", type=int, default=0, help="seed of --mask-ratio's random positions")
+    ri.add_argument("--device", default=None)
+    ri.set_defaults(func=_cmd_rdt_infer)
+
     d = sub.add_parser("data", help="the embedded corpora")
     dsub = d.add_subparsers(dest="verb", metavar="VERB", required=True)
     dsub.add_parser("list", help="list the embedded corpora with their licenses").set_defaults(func=_cmd_data_list)
@@ -107,3 +153,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("rdtcourse: interrupted", file=sys.stderr)
         return 130
+
+def rdt_train(argv=None) -> int:
+    "The `rdt-train` command of the RDT guide: `rdtcourse rdt train`."
+    return main(["rdt", "train", *(sys.argv[1:] if argv is None else argv)])
+
+def rdt_infer(argv=None) -> int:
+    "The `rdt-infer` command of the RDT guide: `rdtcourse rdt infer`."
+    return main(["rdt", "infer", *(sys.argv[1:] if argv is None else argv)])

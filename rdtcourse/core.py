@@ -94,8 +94,10 @@ def preset_path(name: str, presets_dir: Path | None = None) -> Path:
         raise ConfigError(f"preset {name!r} not found; known presets: {', '.join(known) or '(none)'}")
     return p
 
-def _read_yaml(path) -> dict:
+def _read_yaml(path, presets_dir=None) -> dict:
     p = Path(path)
+    if not p.exists() and presets_dir is not None and (Path(presets_dir) / p.name).is_file() and p.parent == Path("."):
+        p = Path(presets_dir) / p.name  # `--config base.yaml` finds the packaged preset when there is no such local file
     if not p.is_file(): raise ConfigError(f"config file {str(p)!r} does not exist or is not a file")
     try: data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e: raise ConfigError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
@@ -116,8 +118,8 @@ def _parse_sets(sets) -> dict:
 
 def load_config(cls,                      # the job's config dataclass
                 preset: str | None = None, # a packaged preset name (rdtcourse/configs/<preset>.yaml)
-                config=None,               # a YAML file path (--config)
-                override=None,             # a second YAML file applied on top (--override)
+                config=None,               # a YAML file path (--config), or the file name of a packaged preset
+                override=None,             # a second YAML file applied on top (--override), likewise
                 sets=(),                   # "key=value" strings (--set), applied last
                 presets_dir=None,          # where presets live (default: the package's configs/)
                ):
@@ -125,8 +127,8 @@ def load_config(cls,                      # the job's config dataclass
     merged = OmegaConf.structured(cls)
     layers = []
     if preset: layers.append((f"preset {preset!r}", _read_yaml(preset_path(preset, presets_dir))))
-    if config: layers.append((f"--config {config}", _read_yaml(config)))
-    if override: layers.append((f"--override {override}", _read_yaml(override)))
+    if config: layers.append((f"--config {config}", _read_yaml(config, presets_dir or PRESETS_DIR)))
+    if override: layers.append((f"--override {override}", _read_yaml(override, presets_dir or PRESETS_DIR)))
     if sets: layers.append(("--set", _parse_sets(sets)))
     for source, data in layers:
         try: merged = OmegaConf.merge(merged, data)
@@ -157,11 +159,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp): os.remove(tmp)
 
 # %% ../nbs/00_core.ipynb #73a673b8
-def add_config_args(parser, device: bool = True, presets: bool = False):
-    "Add --config, --override, --set (repeatable), --device and optionally --preset to an argparse parser."
+def add_config_args(parser, device: bool = True, presets: bool = False, presets_dir=None):
+    "Add --config, --override, --set (repeatable), --device and optionally --preset (from `presets_dir`) to an argparse parser."
     if presets:
-        parser.add_argument("--preset", metavar="NAME", help="a packaged preset (rdtcourse/configs/NAME.yaml): "
-                            + ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))))
+        d = Path(presets_dir or PRESETS_DIR)
+        parser.add_argument("--preset", metavar="NAME", help=f"a packaged preset ({d.parent.name}/{d.name}/NAME.yaml): "
+                            + ", ".join(sorted(p.stem for p in d.glob("*.yaml"))))
     parser.add_argument("--config", metavar="FILE", help="YAML file with config values")
     parser.add_argument("--override", metavar="FILE", help="a second YAML file applied on top of --config")
     parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", default=[],

@@ -1,0 +1,261 @@
+"""RDT (chapter 6): nested masks, the model's steps and gate, the chain loss, training with checkpoints that resume
+exactly, the guide's configs, rdt-infer, the evaluation and the stepper's logic."""
+import subprocess, sys
+from pathlib import Path
+import pytest
+import torch
+from rdtcourse.core import ConfigError, load_checkpoint, read_log
+from rdtcourse.rdt import RDT, RDTModelConfig, MaskingStrategy, chain_loss, random_mask
+from rdtcourse.rdt_train import (RDT_PRESETS, clean_wikitext, denoise, denoise_trace, evaluate_restoration, fixed_segments,
+                                 format_result, load_rdt, load_rdt_config, render_step, train_rdt)
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.xdist_group("rdt")   # one worker trains the shared tiny model once
+
+
+def tiny_model(**kw):
+    return RDT(50, mask_token_id=4, max_seq_length=16, **{**dict(d_model=32, n_heads=4, n_encoder_layers=2, d_ff=64, dropout=0.0), **kw})
+
+
+@pytest.mark.parametrize("name", MaskingStrategy.KINDS)
+def test_masks_nest_from_clean_to_all(name):
+    m = MaskingStrategy(name, total_steps=7).masks(5, 40, torch.Generator().manual_seed(0))
+    assert m.shape == (8, 5, 40)
+    assert (m[:-1] <= m[1:]).all()                       # hidden at level k-1 => hidden at level k
+    assert not m[0].any() and m[-1].all()
+
+
+def test_linear_level_k_hides_k_tenths():
+    m = MaskingStrategy("linear", 10).masks(3, 100)
+    assert [int(m[k, 0].sum()) for k in range(11)] == [10 * k for k in range(11)]
+
+
+def test_unknown_strategy_lists_valid_ones():
+    with pytest.raises(ValueError, match="'zigzag'.*linear, exponential, random, scheduled"):
+        MaskingStrategy("zigzag")
+
+
+def test_random_mask_exact_count():
+    m = random_mask(4, 50, 0.3)
+    assert m.sum(1).tolist() == [15] * 4
+
+
+def test_step_shapes_and_recursion_depth():
+    model, x = tiny_model(), torch.randint(5, 50, (3, 16))
+    s = model(x)
+    assert s.h.shape == (3, 16, 32) and s.logits.shape == (3, 16, 50) and s.gate.shape == (3,)
+    assert ((s.gate > 0) & (s.gate < 1)).all()
+    chain = model.recursive_forward(x, 5)
+    assert len(chain) == 5 and not torch.equal(chain[0].h, chain[1].h)
+    assert tiny_model(decoder_type="transformer", n_decoder_layers=2)(x).logits.shape == (3, 16, 50)
+
+
+def test_parameters_do_not_grow_with_steps():
+    a, b = tiny_model(), tiny_model(n_encoder_layers=2)
+    assert a.num_params() == b.num_params()            # steps reuse one encoder
+
+
+def test_inference_keeps_visible_tokens_and_obeys_threshold_and_max_steps():
+    model, x = tiny_model(), torch.randint(5, 50, (2, 16))
+    xm = x.clone(); xm[:, ::3] = 4
+    once = model.inference(xm, threshold=1.0, max_steps=9)            # every gate value is below 1: stop after one step
+    assert once.steps.tolist() == [1, 1] and once.gates.shape == (2, 1)
+    never = model.inference(xm, threshold=None, max_steps=6)          # no gate: always max_steps
+    assert never.steps.tolist() == [6, 6]
+    visible = xm != 4
+    assert torch.equal(never.tokens[visible], x[visible]) and not (never.tokens == 4).any()
+
+
+def test_too_long_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="17 tokens is longer than max_seq_length=16"):
+        tiny_model()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_model_config_errors():
+    with pytest.raises(ValueError, match="'linear' or 'transformer'"): RDTModelConfig(decoder_type="lstm")
+    with pytest.raises(ValueError, match="divisible"): RDTModelConfig(d_model=100, n_heads=8)
+
+
+def test_chain_loss_trains_every_part_and_falls():
+    torch.manual_seed(0)
+    model = tiny_model()
+    x = torch.randint(5, 50, (8, 16))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    masking, losses = MaskingStrategy("linear", 5), []
+    for i in range(60):
+        cl = chain_loss(model, x, masking, max_chain_length=2, max_start=0)
+        opt.zero_grad(); cl.total.backward()
+        if i == 0:
+            for name in ("encoder.0.attn.c_attn.weight", "tok_emb.weight", "gate_mlp.1.weight"):
+                assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+        opt.step(); losses.append((cl.recon.item(), cl.gate.item()))
+    assert sum(l[0] for l in losses[-10:]) / 10 < sum(l[0] for l in losses[:10]) / 10 - 0.5
+
+
+def test_chain_loss_levels_and_bad_arguments():
+    model, x = tiny_model(), torch.randint(5, 50, (4, 16))
+    cl = chain_loss(model, x, MaskingStrategy("linear", 10), level=4, start=1, length=3)
+    assert cl.levels.tolist() == [4] * 4 and (cl.start, cl.length) == (1, 3)
+    with pytest.raises(ValueError, match="length"):
+        chain_loss(model, x, MaskingStrategy("linear", 10), start=9, length=2)
+
+
+def test_clean_wikitext():
+    raw = " = Title = \n The <unk> @-@ like 1 @,@ 000 tons , 2 @.@ 5 m . \n \n"
+    assert clean_wikitext(raw) == "The [UNK]-like 1,000 tons , 2.5 m ."
+
+
+# --- configs -------------------------------------------------------------------------------------------------------
+
+def test_guide_configs():
+    assert {p.stem for p in RDT_PRESETS.glob("*.yaml")} == {"base", "experiment", "small", "medium", "large", "cpu"}
+    base = load_rdt_config(config="base.yaml")             # the packaged file, found by name as in the guide
+    assert (base.model.d_model, base.model.n_encoder_layers, base.model.decoder_type) == (512, 6, "linear")
+    assert (base.training.max_chain_length, base.training.total_steps, base.training.batch_size) == (5, 10, 32)
+    assert base.training.learning_rate == 1e-4 and base.data.max_seq_length == 512 and base.data.dataset_name == "wikitext-2"
+    exp = load_rdt_config(config="base.yaml", override="experiment.yaml")
+    assert (exp.model.d_model, exp.model.n_encoder_layers, exp.data.dataset_name) == (768, 12, "wikitext-103")
+    assert load_rdt_config("small").model.d_ff == 1024 and load_rdt_config("large").model.n_heads == 12
+
+
+@pytest.mark.parametrize("sets, match", [(["training.masking=zigzag"], "zigzag"), (["model.d_modle=3"], "d_modle"),
+                                         (["training.batch_size=many"], "batch_size"), (["training.num_epochs=0"], "num_epochs")])
+def test_config_errors_name_the_key(sets, match):
+    with pytest.raises((ConfigError, ValueError), match=match):
+        load_rdt_config("cpu", sets=sets)
+
+
+# --- training, checkpoints, resume ----------------------------------------------------------------------------------
+
+TINY = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.d_ff=64", "model.gate_hidden_dim=16",
+        "data.vocab_size=400", "data.max_seq_length=24", "training.batch_size=8", "training.steps_per_epoch=3",
+        "training.num_epochs=2", "training.eval_batches=1", "training.log_interval=1", "training.keep_last_n_checkpoints=2",
+        "training.learning_rate=0.003", "training.device=cpu"]
+
+
+def tiny_cfg(tmp, data_dir, *more):
+    return load_rdt_config("cpu", sets=[*TINY, f"training.checkpoint_dir={tmp}", f"data.data_dir={data_dir}", *more])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("rdtdata")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("rdtrun")
+    summary = train_rdt(tiny_cfg(out, data_dir), bar=False)
+    return out, summary
+
+
+def test_training_writes_the_guides_files(trained):
+    out, summary = trained
+    assert summary["step"] == 6
+    names = {p.name for p in out.iterdir()}
+    assert {"best_model.pt", "checkpoint_epoch_1_step_3.pt", "checkpoint_epoch_2_step_6.pt", "config.yaml", "tokenizer"} <= names
+    state = load_checkpoint(out / "checkpoint_epoch_2_step_6.pt")
+    assert {"epoch", "step", "model", "optimizer", "scheduler", "loss", "config"} <= set(state)
+    assert state["epoch"] == 2 and state["step"] == 6 and set(state["config"]) == {"model", "training", "data"}
+
+
+def test_logged_scalars_are_the_guides(trained):
+    keys = set().union(*(r.keys() for r in read_log(trained[0]))) - {"step"}
+    assert {"train/total_loss", "train/recon_loss", "train/gate_loss", "train/lr"} <= keys
+    assert {k for k in keys if not k.startswith("train/")} == {f"val/{k}" for k in ("total_loss", "recon_loss", "gate_loss", "exact_match", "avg_steps")}
+
+
+def test_keep_last_n(tmp_path, data_dir):
+    train_rdt(tiny_cfg(tmp_path, data_dir, "training.num_epochs=3", "training.keep_last_n_checkpoints=1"), bar=False)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_epoch_3_step_9.pt"]
+
+
+def test_resume_continues_exactly(trained, tmp_path, data_dir):
+    out, _ = trained
+    cfg = tiny_cfg(tmp_path, data_dir)                     # same config, another folder
+    train_rdt(cfg, checkpoint=out / "checkpoint_epoch_1_step_3.pt", bar=False)
+    a = load_checkpoint(out / "checkpoint_epoch_2_step_6.pt")["model"]
+    b = load_checkpoint(tmp_path / "checkpoint_epoch_2_step_6.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_model(trained, tmp_path, data_dir):
+    with pytest.raises(ConfigError, match="another config"):
+        train_rdt(tiny_cfg(tmp_path, data_dir, "model.d_model=64"), checkpoint=trained[0] / "best_model.pt", bar=False)
+
+
+# --- inference, evaluation, widget logic ----------------------------------------------------------------------------
+
+def test_denoise_and_format(trained):
+    model, tok, cfg = load_rdt(trained[0] / "best_model.pt")
+    r = denoise(model, tok, "the [MASK] was built in [MASK] .", max_steps=7)
+    assert "[MASK]" in r["input"] and "[MASK]" not in r["output"] and 1 <= r["steps"] <= 7 and r["masked"] == 2
+    lines = format_result(r).splitlines()
+    assert lines[0].startswith("Input:") and lines[1].startswith("Output:") and lines[2] == f"Steps:  {r['steps']}/7"
+    with pytest.raises(ValueError, match="max_seq_length=24"):
+        denoise(model, tok, "word " * 40)
+
+
+def test_evaluation_baselines_are_consistent(trained):
+    model, tok, _ = load_rdt(trained[0] / "best_model.pt")
+    seg = torch.randint(5, len(tok), (6, 24))
+    res = evaluate_restoration(model, seg, ratios=(0.5,), max_steps=4, unigram_id=7)
+    row = res.loc[0.5]
+    assert row.masked_tokens == 6 * 12
+    assert row.unigram == pytest.approx(float((seg == 7).float().mean()), abs=0.2)
+    assert 1 <= row.avg_steps <= 4 and 0 <= row.exact_match <= 1
+    one = evaluate_restoration(model, seg, ratios=(0.5,), max_steps=1, threshold=None)
+    assert one.loc[0.5].exact_match == pytest.approx(row.one_shot)   # one step without the gate is the one-shot baseline
+    const = evaluate_restoration(model, torch.full((2, 24), 7), ratios=(0.5,), max_steps=2, unigram_id=7)
+    assert const.loc[0.5].unigram == 1.0
+
+
+def test_stepper_logic(trained):
+    model, tok, _ = load_rdt(trained[0] / "best_model.pt")
+    ids = tok("the city is on the river and it has a port .", add_special_tokens=False)["input_ids"]
+    hidden = [i % 2 == 0 for i in range(len(ids))]
+    trace = denoise_trace(model, tok, ids, hidden, max_steps=5, threshold=None)
+    assert [r["step"] for r in trace] == list(range(6)) and trace[0]["gate"] is None
+    assert all(r["ids"][i] == ids[i] for r in trace for i in range(len(ids)) if not hidden[i])
+    first, later = render_step(trace, 0, tok, ids, hidden), render_step(trace, 5, tok, ids, hidden)
+    assert "[MASK]" in first and "step 0</b> of 5" in first
+    assert "[MASK]" not in later and ("green" in later or "red" in later)
+    out = model.inference(torch.where(torch.tensor([hidden]), model.mask_token_id, torch.tensor([ids])), threshold=None, max_steps=5)
+    assert trace[-1]["ids"] == out.tokens[0].tolist()
+
+
+# --- the commands ---------------------------------------------------------------------------------------------------
+
+def run(cmd, *args, stdin=None):
+    return subprocess.run([str(BIN / cmd), *args], capture_output=True, text=True, input=stdin, timeout=300)
+
+
+def test_rdt_infer_prints_input_output_steps(trained):
+    p = run("rdt-infer", "--checkpoint", str(trained[0] / "best_model.pt"), "--text", "the [MASK] of the city", "--max_steps", "9")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("Input:") and lines[1].startswith("Output:") and lines[2].startswith("Steps:") and lines[2].endswith("/9")
+
+
+def test_rdt_infer_interactive_until_quit(trained):
+    p = run("rdt-infer", "--checkpoint", str(trained[0] / "best_model.pt"), "--interactive", stdin="hello [MASK] world\n\nquit\nnever read\n")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("Steps:") == 1 and "Enter text to denoise (or 'quit' to exit)" in p.stdout
+
+
+@pytest.mark.parametrize("args, match", [
+    (["rdt-infer", "--checkpoint", "nope.pt", "--text", "x"], "nope.pt"),
+    (["rdt-infer", "--checkpoint", "x.pt"], "--text TEXT or --interactive"),
+    (["rdt-train", "--preset", "cpu", "--set", "training.masking=zigzag"], "zigzag"),
+    (["rdt-train", "--config", "missing.yaml"], "missing.yaml"),
+    (["rdt-train", "--preset", "cpu", "--device", "tpu"], "tpu"),
+])
+def test_command_errors_are_one_line(args, match):
+    p = run(*args)
+    assert p.returncode == 2 and match in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_rdt_infer_rejects_a_gpt_checkpoint(tmp_path):
+    torch.save({"model": {"lm_head.weight": torch.zeros(2, 2)}, "config": {}}, tmp_path / "gpt.pt")
+    p = run("rdt-infer", "--checkpoint", str(tmp_path / "gpt.pt"), "--text", "x")
+    assert p.returncode == 2 and "not an RDT checkpoint" in p.stderr
