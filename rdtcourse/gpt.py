@@ -53,7 +53,7 @@ class KVCache:
         return k, v
 
 class SelfAttention(nn.Module):
-    "Multi-head self-attention; causal (GPT) or bidirectional (RDT); optional KV cache and key padding mask."
+    "Multi-head self-attention; causal (GPT) or bidirectional (RDT); optional KV cache, key padding mask and additive bias."
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True):
         super().__init__()
         assert n_embd % n_head == 0
@@ -62,7 +62,7 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.n_head, self.dropout, self.causal = n_head, dropout, causal
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0, key_padding_mask=None):
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, key_padding_mask=None, attn_bias=None):
         B, T, C = x.shape                                                # batch, time, channels
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
@@ -70,11 +70,14 @@ class SelfAttention(nn.Module):
         past = k.size(2) - T                                             # positions before this call's tokens
         mask, is_causal = None, False
         if self.causal and T > 1:                                        # one new token may see everything before it
-            if past == 0 and key_padding_mask is None: is_causal = True  # the usual lower-triangular mask, fused
+            if past == 0 and key_padding_mask is None and attn_bias is None: is_causal = True  # the usual triangle, fused
             else: mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # new queries see the past
         if key_padding_mask is not None:                                 # (B, T_k), True = a real token, False = padding
             pad = key_padding_mask[:, None, None, :].to(torch.bool)      # (B, 1, 1, T_k): broadcast over heads and queries
             mask = pad if mask is None else (mask & pad)
+        if attn_bias is not None:                                        # (nh, T, T_k) added to the scores, e.g. ALiBi (chapter 6)
+            bias = attn_bias.to(q.dtype)
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)                 # re-assemble the heads side by side
@@ -101,8 +104,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, d_ff, dropout, bias)
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0, key_padding_mask=None):
-        x = x + self.attn(self.ln_1(x), cache, layer, key_padding_mask)
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, key_padding_mask=None, attn_bias=None):
+        x = x + self.attn(self.ln_1(x), cache, layer, key_padding_mask, attn_bias)
         return x + self.mlp(self.ln_2(x))
 
 # %% ../nbs/03_gpt.ipynb #4c53deb2

@@ -54,6 +54,18 @@ def test_padding_mask():
     assert torch.allclose(y1[:, :4], y2[:, :4], atol=1e-6)  # real tokens never attend to padding
 
 
+def test_attention_bias_is_added_and_keeps_causality():
+    seed_everything(0)
+    x = torch.randn(1, 6, 16)
+    b = Block(16, 2, causal=False).eval()
+    far = torch.zeros(2, 6, 6); far[:, :, 3:] = -1e9         # a bias that forbids keys 3..5
+    x2 = x.clone(); x2[:, 3:] = torch.randn(1, 3, 16)
+    assert torch.allclose(b(x, attn_bias=far)[:, :3], b(x2, attn_bias=far)[:, :3], atol=1e-5)
+    c = Block(16, 2, causal=True).eval()
+    zero = torch.zeros(2, 6, 6)                              # a bias must not switch causality off
+    assert torch.allclose(c(x, attn_bias=zero), c(x), atol=1e-6)
+
+
 def test_cache_matches_full_forward():
     m = small().eval()
     x = torch.randint(50, (2, 10))

@@ -98,6 +98,9 @@ def test_chain_loss_levels_and_bad_arguments():
     assert cl.levels.tolist() == [4] * 4 and (cl.start, cl.length) == (1, 3)
     with pytest.raises(ValueError, match="length"):
         chain_loss(model, x, MaskingStrategy("linear", 10), start=9, length=2)
+    with pytest.raises(ValueError, match="'revealed' or 'masked'"):
+        chain_loss(model, x, MaskingStrategy("linear", 10), recon_on="all")
+    assert chain_loss(model, x, MaskingStrategy("linear", 10), level=5, start=0, length=1, recon_on="masked").recon > 0
 
 
 def test_clean_wikitext():
@@ -259,3 +262,21 @@ def test_rdt_infer_rejects_a_gpt_checkpoint(tmp_path):
     torch.save({"model": {"lm_head.weight": torch.zeros(2, 2)}, "config": {}}, tmp_path / "gpt.pt")
     p = run("rdt-infer", "--checkpoint", str(tmp_path / "gpt.pt"), "--text", "x")
     assert p.returncode == 2 and "not an RDT checkpoint" in p.stderr
+
+
+def test_alibi_bias_and_plain_attention():
+    from rdtcourse.rdt import alibi_bias
+    b = alibi_bias(4, 5)
+    assert b.shape == (4, 5, 5) and torch.equal(b, b.transpose(1, 2)) and (b.diagonal(dim1=1, dim2=2) == 0).all()
+    assert b[0, 0, 1] < b[3, 0, 1] < 0                      # head 0 is the most local
+    plain, x = tiny_model(attention_bias="none"), torch.randint(5, 50, (2, 16))
+    assert plain.attn_bias is None and plain(x).logits.shape == (2, 16, 50)
+    assert "attn_bias" not in tiny_model().state_dict()      # rebuilt from the config, not saved
+    with pytest.raises(ValueError, match="'alibi' or 'none'"): RDTModelConfig(attention_bias="rope")
+
+
+def test_chain_start_curriculum():
+    from rdtcourse.rdt_train import RDTTrainingConfig, latest_start
+    t = RDTTrainingConfig(max_chain_start=6, chain_start_warmup=0.5)
+    assert [latest_start(t, s, 100) for s in (0, 25, 49, 50, 99)] == [0, 3, 5, 6, 6]
+    assert latest_start(RDTTrainingConfig(max_chain_start=6, chain_start_warmup=0), 0, 100) == 6
