@@ -48,15 +48,17 @@ class MaskingStrategy:
               ratios: torch.Tensor | None = None) -> torch.Tensor:
         "(T+1, batch, length) bool: masks[k] marks the tokens hidden at level k; masks[k-1] is inside masks[k]."
         if ratios is None: ratios = self.ratios(batch, generator)                             # or the caller's, to reuse them
-        rank = torch.rand(batch, length, generator=generator).argsort(dim=1).argsort(dim=1)  # a random permutation per row
         cut = (ratios * length).round().long()                                               # (B, T+1): tokens hidden per level
-        return rank[None, :, :] < cut.T[:, :, None]                                          # (T+1, B, length)
+        return _random_ranks(batch, length, generator)[None] < cut.T[:, :, None]             # (T+1, B, length)
+
+def _random_ranks(batch: int, length: int, generator=None) -> torch.Tensor:
+    "(batch, length): a random permutation of 0..length-1 in each row; 'rank < n' hides n random positions."
+    return torch.rand(batch, length, generator=generator).argsort(dim=1).argsort(dim=1)
 
 def random_mask(batch: int, length: int, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
     "(batch, length) bool with exactly round(ratio * length) random positions True in every row."
     if not 0 <= ratio <= 1: raise ValueError(f"mask ratio {ratio} must be between 0 and 1")
-    rank = torch.rand(batch, length, generator=generator).argsort(dim=1).argsort(dim=1)
-    return rank < round(ratio * length)
+    return _random_ranks(batch, length, generator) < round(ratio * length)
 
 # %% ../nbs/06_rdt.ipynb #d0150814
 @dataclass
@@ -100,10 +102,12 @@ class RDTStep:
 
 @dataclass
 class RDTOutput:
-    "What `RDT.inference` returns: restored ids (B, T), steps taken (B,), and the gate after each step (B, steps run)."
+    """What `RDT.inference` returns: restored ids (B, T), steps taken (B,), the gate after each step (B, steps run),
+    and with `keep_steps` the restoration after each step (a list of (B, T))."""
     tokens: torch.Tensor
     steps: torch.Tensor
     gates: torch.Tensor
+    history: list | None = None
 
 class RDT(nn.Module):
     "Recursive Denoising Transformer: one shared encoder applied recursively, a shallow decoder and a remaining-steps gate."
@@ -192,26 +196,28 @@ class RDT(nn.Module):
         return steps
 
     @torch.no_grad()
-    def inference(self, x: torch.Tensor, threshold: float | None = 0.05, max_steps: int = 20) -> RDTOutput:
+    def inference(self, x: torch.Tensor, threshold: float | None = 0.05, max_steps: int = 20, keep_steps: bool = False) -> RDTOutput:
         """Restore the `[MASK]` tokens of `x` (B, T): step until the gate predicts less than `threshold` still masked,
-        or `max_steps`; `threshold=None` ignores the gate (fixed-step recursion). Unmasked tokens are kept as they are."""
+        or `max_steps`; `threshold=None` ignores the gate (fixed-step recursion). Unmasked tokens are kept as they are.
+        `keep_steps` also returns every step's restoration (for step-by-step views and fixed-step baselines)."""
         if max_steps < 1: raise ValueError(f"max_steps={max_steps} must be at least 1")
         was = self.training; self.eval()
         masked = x == self.mask_token_id
         h, out = self.embed(x), x.clone()
         steps = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
         done = torch.zeros(x.size(0), dtype=torch.bool, device=x.device)
-        gates = []
+        gates, history = [], []
         for t in range(1, max_steps + 1):
             s = self(h, decode=False); h = s.h
             active = ~done                                    # sequences that have not stopped keep updating their output
             pred = self.restore(h, x, masked)
             out[active] = pred[active]; steps[active] = t
             gates.append(s.gate)
+            if keep_steps: history.append(pred)
             if threshold is not None: done |= s.gate < threshold
             if done.all(): break
         self.train(was)
-        return RDTOutput(out, steps, torch.stack(gates, 1))
+        return RDTOutput(out, steps, torch.stack(gates, 1), history if keep_steps else None)
 
 # %% ../nbs/06_rdt.ipynb #3f131f52
 @dataclass
@@ -234,7 +240,7 @@ def chain_loss(model: RDT, x: torch.Tensor, masking: MaskingStrategy, max_chain_
     if recon_on not in ("revealed", "masked"): raise ValueError(f"recon_on {recon_on!r} must be 'revealed' or 'masked'")
     T, B = masking.total_steps, x.size(0)
     rnd = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))    # uniform integer in [lo, hi]
-    i = start if start is not None else rnd(0, min(T - 1, T - 1 if max_start is None else max_start))  # steps already taken
+    i = start if start is not None else rnd(0, T - 1 if max_start is None else min(T - 1, max_start))  # steps already taken
     L = length if length is not None else rnd(1, min(max_chain_length, T - i))       # steps to train
     if not (0 <= i < T and 1 <= L <= T - i) or (level is not None and not 1 <= level <= T):
         raise ValueError(f"chain start={i}, length={L}, level={level} must satisfy 0 <= start < {T}, "

@@ -293,24 +293,19 @@ def evaluate_restoration(model: RDT, segments: torch.Tensor, ratios=(0.1, 0.5, 0
             x = x.to(device)
             m = random_mask(x.size(0), x.size(1), ratio, g).to(device)
             xm = torch.where(m, model.mask_token_id, x)
-            out = model.inference(xm, threshold=threshold, max_steps=max_steps)
-            hits["adaptive"] += int((out.tokens[m] == x[m]).sum()); steps += float(out.steps.float().sum())
-            fixed = _fixed_step_predictions(model, xm, max_steps)  # argmax after each step
-            for n, pred in enumerate(fixed, start=1): hits[n] += int((pred[m] == x[m]).sum())
+            out = model.inference(xm, threshold=None, max_steps=max_steps, keep_steps=True)  # every step, gate ignored
+            for n, pred in enumerate(out.history, start=1): hits[n] += int((pred[m] == x[m]).sum())
+            # the gate's choice from the same pass: the first step whose gate is below the threshold (else the last)
+            below = out.gates < threshold if threshold is not None else torch.zeros_like(out.gates, dtype=torch.bool)
+            stop = torch.where(below.any(1), below.float().argmax(1), max_steps - 1)              # (B,) step index
+            adaptive = torch.stack(out.history)[stop, torch.arange(x.size(0), device=device)]     # (B, T)
+            hits["adaptive"] += int((adaptive[m] == x[m]).sum()); steps += float((stop + 1).sum())
             if unigram_id is not None: hits["unigram"] += int((x[m] == unigram_id).sum())
             total += int(m.sum())
         rows.append({"mask_ratio": ratio, "exact_match": hits["adaptive"] / total, "avg_steps": steps / len(segments),
                      "one_shot": hits[1] / total, "unigram": hits["unigram"] / total,
                      **{f"fixed_{n}": hits[n] / total for n in range(1, max_steps + 1)}, "masked_tokens": total})
     return pd.DataFrame(rows).set_index("mask_ratio")
-
-def _fixed_step_predictions(model: RDT, xm: torch.Tensor, n_steps: int) -> list[torch.Tensor]:
-    "The decoder's restoration of `xm` after each of `n_steps` steps (no gate)."
-    h, preds, masked = model.embed(xm), [], xm == model.mask_token_id
-    for _ in range(n_steps):
-        h = model.encode(h)
-        preds.append(model.restore(h, xm, masked))
-    return preds
 
 # %% ../nbs/06_rdt_train.ipynb #f2057f4a
 @torch.no_grad()
@@ -319,13 +314,9 @@ def denoise_trace(model: RDT, tok, ids, hidden, max_steps: int = 20, threshold: 
     x = torch.tensor([ids], device=next(model.parameters()).device)
     m = torch.tensor([hidden], device=x.device)
     xm = torch.where(m, model.mask_token_id, x)
-    trace = [{"step": 0, "gate": None, "ids": xm[0].tolist()}]
-    h = model.embed(xm)
-    for n in range(1, max_steps + 1):
-        s = model(h, decode=False); h = s.h
-        trace.append({"step": n, "gate": float(s.gate[0]), "ids": model.restore(h, x, m)[0].tolist()})
-        if threshold is not None and s.gate[0] < threshold: break
-    return trace
+    out = model.inference(xm, threshold=threshold, max_steps=max_steps, keep_steps=True)
+    return [{"step": 0, "gate": None, "ids": xm[0].tolist()}] + [
+        {"step": n, "gate": float(out.gates[0, n - 1]), "ids": pred[0].tolist()} for n, pred in enumerate(out.history, start=1)]
 
 def render_step(trace: list[dict], i: int, tok, truth, hidden) -> str:
     "HTML of step `i` of a trace: hidden tokens shown as [MASK] (step 0), then green if restored right, red if wrong."

@@ -207,6 +207,10 @@ def test_evaluation_baselines_are_consistent(trained):
     assert row.masked_tokens == 6 * 12
     assert row.unigram == pytest.approx(float((seg == 7).float().mean()), abs=0.2)
     assert 1 <= row.avg_steps <= 4 and 0 <= row.exact_match <= 1
+    m = random_mask(6, 24, 0.5, torch.Generator().manual_seed(0))          # the evaluation's masks (same seed)
+    gated = model.inference(torch.where(m, model.mask_token_id, seg), threshold=0.05, max_steps=4)
+    assert row.exact_match == pytest.approx(float((gated.tokens[m] == seg[m]).float().mean()))   # one pass == gated inference
+    assert row.avg_steps == pytest.approx(float(gated.steps.float().mean()))
     one = evaluate_restoration(model, seg, ratios=(0.5,), max_steps=1, threshold=None)
     assert one.loc[0.5].exact_match == pytest.approx(row.one_shot)   # one step without the gate is the one-shot baseline
     const = evaluate_restoration(model, torch.full((2, 24), 7), ratios=(0.5,), max_steps=2, unigram_id=7)
