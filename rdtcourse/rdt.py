@@ -233,19 +233,20 @@ class ChainLoss:
 def chain_loss(model: RDT, x: torch.Tensor, masking: MaskingStrategy, max_chain_length: int = 5,
                loss_weight_recon: float = 1.0, loss_weight_gate: float = 1.0, level: int | None = None,
                start: int | None = None, length: int | None = None, max_start: int | None = None,
-               recon_on: str = "revealed", generator: torch.Generator | None = None) -> ChainLoss:
-    """The guide's chain on clean ids `x` (B, T): random levels s, start i <= `max_start` (default T-1) and length L
-    (or the given ones); reconstruction loss on the tokens `recon_on` = "revealed" by each step's level, or on every
-    "masked" input token at every step; gate loss on the fraction still hidden."""
+               recon_on: str = "revealed", max_level: int | None = None, generator: torch.Generator | None = None) -> ChainLoss:
+    """The guide's chain on clean ids `x` (B, T): random levels s <= `max_level` (default T), start i <= `max_start`
+    (default T-1) and length L (or the given ones); reconstruction loss on the tokens `recon_on` = "revealed" by each
+    step's level, or on every "masked" input token at every step; gate loss on the fraction still hidden."""
     if recon_on not in ("revealed", "masked"): raise ValueError(f"recon_on {recon_on!r} must be 'revealed' or 'masked'")
     T, B = masking.total_steps, x.size(0)
     rnd = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))    # uniform integer in [lo, hi]
     i = start if start is not None else rnd(0, T - 1 if max_start is None else min(T - 1, max_start))  # steps already taken
     L = length if length is not None else rnd(1, min(max_chain_length, T - i))       # steps to train
-    if not (0 <= i < T and 1 <= L <= T - i) or (level is not None and not 1 <= level <= T):
-        raise ValueError(f"chain start={i}, length={L}, level={level} must satisfy 0 <= start < {T}, "
-                         f"1 <= length <= {T} - start, 1 <= level <= {T}")
-    s = torch.full((B,), level) if level is not None else torch.randint(1, T + 1, (B,), generator=generator)  # per sequence
+    top = T if max_level is None else max_level                                     # the highest level drawn
+    if not (0 <= i < T and 1 <= L <= T - i) or (level is not None and not 1 <= level <= T) or not 1 <= top <= T:
+        raise ValueError(f"chain start={i}, length={L}, level={level}, max_level={max_level} must satisfy 0 <= start < {T}, "
+                         f"1 <= length <= {T} - start, 1 <= level <= {T}, 1 <= max_level <= {T}")
+    s = torch.full((B,), level) if level is not None else torch.randint(1, top + 1, (B,), generator=generator)  # per sequence
     ratios = masking.ratios(B, generator)                                            # (B, T+1): r_k for each sequence
     masks = masking.masks(B, x.size(1), generator, ratios).to(x.device)              # (T+1, B, len), nested
     rows = torch.arange(B)

@@ -24,9 +24,9 @@ from .rdt import RDT, RDTModelConfig, MaskingStrategy, chain_loss, random_mask
 
 # %% auto #0
 __all__ = ['RDT_PRESETS', 'RDTTrainingConfig', 'RDTDataConfig', 'RDTConfig', 'load_rdt_config', 'clean_wikitext',
-           'wikitext_split', 'prepare_rdt_data', 'RandomSegments', 'fixed_segments', 'latest_start', 'validate',
-           'train_rdt', 'load_rdt', 'denoise', 'format_result', 'evaluate_restoration', 'denoise_trace', 'render_step',
-           'stepper']
+           'wikitext_split', 'prepare_rdt_data', 'RandomSegments', 'fixed_segments', 'latest_start', 'highest_level',
+           'validate', 'train_rdt', 'load_rdt', 'denoise', 'format_result', 'evaluate_restoration', 'denoise_trace',
+           'render_step', 'stepper']
 
 # %% ../nbs/06_rdt_train.ipynb #db08d684
 @dataclass
@@ -36,6 +36,7 @@ class RDTTrainingConfig:
     masking: str = "linear"            # masking schedule: linear, exponential, random or scheduled
     max_chain_start: int = 0           # latest step a chain may start at after gradient-free steps (0: at the input, as the guide)
     chain_start_warmup: float = 0.5    # fraction of training over which that latest start grows from 0 to max_chain_start
+    level_warmup: float = 0.0          # fraction of training over which the highest level (and longest chain) grows from 1 to total_steps
     batch_size: int = 32               # segments per optimizer step (16 if memory is short)
     learning_rate: float = 1e-4        # peak AdamW learning rate (5e-5 if training is unstable; 1e-3 for small CPU models)
     min_lr_ratio: float = 0.1          # the cosine decay ends at learning_rate x this
@@ -85,6 +86,8 @@ def load_rdt_config(preset: str | None = None, config=None, override=None, sets=
         if getattr(t, k) < 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be at least 1")
     if t.learning_rate <= 0: raise ConfigError(f"training.learning_rate={t.learning_rate} must be positive")
     if not 0 <= t.warmup_ratio < 1: raise ConfigError(f"training.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
+    for k in ("chain_start_warmup", "level_warmup"):
+        if not 0 <= getattr(t, k) <= 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be in [0, 1]")
     if cfg.data.max_seq_length < 8: raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} must be at least 8")
     return cfg
 
@@ -142,10 +145,18 @@ def fixed_segments(tokens, length: int, n: int | None = None) -> torch.Tensor:
     return torch.from_numpy(np.asarray(tokens[:count * length], dtype=np.int64)).view(count, length)
 
 # %% ../nbs/06_rdt_train.ipynb #b4170a69
+def _ramp(first: int, last: int, fraction: float, step: int, total: int) -> int:
+    "An integer growing linearly from `first` at step 0 to `last` after `fraction` of `total` steps (fraction 0: `last` at once)."
+    if fraction <= 0: return last
+    return min(last, first + int((last - first) * step / (fraction * total)))
+
 def latest_start(cfg: RDTTrainingConfig, step: int, total: int) -> int:
     "The latest chain start allowed at `step` of `total`: grows from 0 to `max_chain_start` over `chain_start_warmup` of the run."
-    if cfg.chain_start_warmup <= 0: return cfg.max_chain_start
-    return min(cfg.max_chain_start, int(cfg.max_chain_start * step / (cfg.chain_start_warmup * total)))
+    return _ramp(0, cfg.max_chain_start, cfg.chain_start_warmup, step, total)
+
+def highest_level(cfg: RDTTrainingConfig, step: int, total: int) -> int:
+    "The highest noise level drawn at `step` of `total`: grows from 1 to `total_steps` over `level_warmup` of the run."
+    return _ramp(1, cfg.total_steps, cfg.level_warmup, step, total)
 
 @torch.no_grad()
 def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device, batch_size: int | None = None) -> dict:
@@ -212,8 +223,9 @@ def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
                                                  drop_last=True, num_workers=d.num_workers, pin_memory=d.pin_memory, generator=loader_gen)
             for x in loader:
                 x = x.to(device)
-                cl = chain_loss(model, x, masking, t.max_chain_length, t.loss_weight_recon, t.loss_weight_gate,
-                                max_start=latest_start(t, step, total))
+                top = highest_level(t, step, total)                 # a chain longer than the highest level only overshoots
+                cl = chain_loss(model, x, masking, min(t.max_chain_length, top), t.loss_weight_recon, t.loss_weight_gate,
+                                max_start=latest_start(t, step, total), max_level=top)
                 opt.zero_grad(set_to_none=True)
                 cl.total.backward()
                 if t.max_grad_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)

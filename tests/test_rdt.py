@@ -284,3 +284,17 @@ def test_chain_start_curriculum():
     t = RDTTrainingConfig(max_chain_start=6, chain_start_warmup=0.5)
     assert [latest_start(t, s, 100) for s in (0, 25, 49, 50, 99)] == [0, 3, 5, 6, 6]
     assert latest_start(RDTTrainingConfig(max_chain_start=6, chain_start_warmup=0), 0, 100) == 6
+
+
+def test_level_curriculum():
+    from rdtcourse.rdt_train import RDTTrainingConfig, highest_level
+    t = RDTTrainingConfig(total_steps=10, level_warmup=0.5)
+    assert [highest_level(t, s, 100) for s in (0, 5, 25, 49, 50, 99)] == [1, 1, 5, 9, 10, 10]
+    assert highest_level(RDTTrainingConfig(total_steps=10), 0, 100) == 10          # 0: every level from the start
+    model, x = tiny_model(), torch.randint(5, 50, (64, 16))
+    cl = chain_loss(model, x, MaskingStrategy("linear", 10), max_level=2, max_start=0, length=1)
+    assert set(cl.levels.tolist()) <= {1, 2} and len(set(cl.levels.tolist())) == 2
+    with pytest.raises(ValueError, match="max_level"):
+        chain_loss(model, x, MaskingStrategy("linear", 10), max_level=11)
+    with pytest.raises(ConfigError, match="level_warmup"):
+        load_rdt_config("cpu", sets=["training.level_warmup=1.5"])
