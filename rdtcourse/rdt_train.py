@@ -223,9 +223,9 @@ def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
                                                  drop_last=True, num_workers=d.num_workers, pin_memory=d.pin_memory, generator=loader_gen)
             for x in loader:
                 x = x.to(device)
-                top = highest_level(t, step, total)                 # a chain longer than the highest level only overshoots
+                top = highest_level(t, step, total)   # chains no longer than the highest level, and starting below it
                 cl = chain_loss(model, x, masking, min(t.max_chain_length, top), t.loss_weight_recon, t.loss_weight_gate,
-                                max_start=latest_start(t, step, total), max_level=top)
+                                max_start=min(latest_start(t, step, total), top - 1), max_level=top)
                 opt.zero_grad(set_to_none=True)
                 cl.total.backward()
                 if t.max_grad_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
