@@ -37,6 +37,7 @@ class RDTTrainingConfig:
     max_chain_start: int = 0           # latest step a chain may start at after gradient-free steps (0: at the input, as the guide)
     chain_start_warmup: float = 0.5    # fraction of training over which that latest start grows from 0 to max_chain_start
     level_warmup: float = 0.0          # fraction of training over which the highest level (and longest chain) grows from 1 to total_steps
+    recon_on: str = "revealed"         # decoder scored on the tokens each step's level "revealed" (the guide), or on all "masked" ones
     batch_size: int = 32               # segments per optimizer step (16 if memory is short)
     learning_rate: float = 1e-4        # peak AdamW learning rate (5e-5 if training is unstable; 1e-3 for small CPU models)
     min_lr_ratio: float = 0.1          # the cosine decay ends at learning_rate x this
@@ -86,6 +87,7 @@ def load_rdt_config(preset: str | None = None, config=None, override=None, sets=
         if getattr(t, k) < 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be at least 1")
     if t.learning_rate <= 0: raise ConfigError(f"training.learning_rate={t.learning_rate} must be positive")
     if not 0 <= t.warmup_ratio < 1: raise ConfigError(f"training.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
+    if t.recon_on not in ("revealed", "masked"): raise ConfigError(f"training.recon_on={t.recon_on!r} must be 'revealed' or 'masked'")
     for k in ("chain_start_warmup", "level_warmup"):
         if not 0 <= getattr(t, k) <= 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be in [0, 1]")
     if cfg.data.max_seq_length < 8: raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} must be at least 8")
@@ -168,7 +170,7 @@ def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device,
     for x in segments.split(bs):
         x = x.to(device)
         cl = chain_loss(model, x, masking, cfg.max_chain_length, cfg.loss_weight_recon, cfg.loss_weight_gate,
-                        max_start=cfg.max_chain_start, generator=g)
+                        max_start=cfg.max_chain_start, recon_on=cfg.recon_on, generator=g)
         m = random_mask(x.size(0), x.size(1), 0.5, g).to(device)
         out = model.inference(torch.where(m, model.mask_token_id, x), threshold=cfg.eval_threshold, max_steps=2 * cfg.total_steps)
         for k, v in (("total_loss", cl.total), ("recon_loss", cl.recon), ("gate_loss", cl.gate),
@@ -225,7 +227,7 @@ def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
                 x = x.to(device)
                 top = highest_level(t, step, total)   # chains no longer than the highest level, and starting below it
                 cl = chain_loss(model, x, masking, min(t.max_chain_length, top), t.loss_weight_recon, t.loss_weight_gate,
-                                max_start=min(latest_start(t, step, total), top - 1), max_level=top)
+                                max_start=min(latest_start(t, step, total), top - 1), max_level=top, recon_on=t.recon_on)
                 opt.zero_grad(set_to_none=True)
                 cl.total.backward()
                 if t.max_grad_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)

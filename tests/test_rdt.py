@@ -298,3 +298,5 @@ def test_level_curriculum():
         chain_loss(model, x, MaskingStrategy("linear", 10), max_level=11)
     with pytest.raises(ConfigError, match="level_warmup"):
         load_rdt_config("cpu", sets=["training.level_warmup=1.5"])
+    with pytest.raises(ConfigError, match="recon_on='all'"):
+        load_rdt_config("cpu", sets=["training.recon_on=all"])
