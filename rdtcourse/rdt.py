@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from .gpt import Block
 
 # %% auto #0
-__all__ = ['MaskingStrategy', 'random_mask', 'RDTModelConfig', 'alibi_bias', 'RDTStep', 'RDTOutput', 'RDT', 'ChainLoss',
-           'chain_loss']
+__all__ = ['RECON_ON', 'MaskingStrategy', 'random_mask', 'RDTModelConfig', 'alibi_bias', 'RDTStep', 'RDTOutput', 'RDT',
+           'ChainLoss', 'chain_loss']
 
 # %% ../nbs/06_rdt.ipynb #06a4d1c3
 class MaskingStrategy:
@@ -230,6 +230,8 @@ class ChainLoss:
     start: int            # steps run before the trained window (no gradients)
     length: int           # trained steps L
 
+RECON_ON = ("revealed", "masked")  # what the decoder is scored on: the tokens each step reveals, or every hidden one
+
 def chain_loss(model: RDT, x: torch.Tensor, masking: MaskingStrategy, max_chain_length: int = 5,
                loss_weight_recon: float = 1.0, loss_weight_gate: float = 1.0, level: int | None = None,
                start: int | None = None, length: int | None = None, max_start: int | None = None,
@@ -237,7 +239,7 @@ def chain_loss(model: RDT, x: torch.Tensor, masking: MaskingStrategy, max_chain_
     """The guide's chain on clean ids `x` (B, T): random levels s <= `max_level` (default T), start i <= `max_start`
     (default T-1) and length L (or the given ones); reconstruction loss on the tokens `recon_on` = "revealed" by each
     step's level, or on every "masked" input token at every step; gate loss on the fraction still hidden."""
-    if recon_on not in ("revealed", "masked"): raise ValueError(f"recon_on {recon_on!r} must be 'revealed' or 'masked'")
+    if recon_on not in RECON_ON: raise ValueError(f"recon_on {recon_on!r} must be 'revealed' or 'masked'")
     T, B = masking.total_steps, x.size(0)
     rnd = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))    # uniform integer in [lo, hi]
     i = start if start is not None else rnd(0, T - 1 if max_start is None else min(T - 1, max_start))  # steps already taken

@@ -20,7 +20,7 @@ from .core import (Checkpointer, CheckpointError, ConfigError, RunLogger, get_de
 from .data import load_text, load_tokens, load_wikitext, read_meta
 from .tokenizer import encode_corpus, load_tokenizer, train_wordpiece
 from .train import make_optimizer, make_scheduler
-from .rdt import RDT, RDTModelConfig, MaskingStrategy, chain_loss, random_mask
+from .rdt import RDT, RDTModelConfig, MaskingStrategy, RECON_ON, chain_loss, random_mask
 
 # %% auto #0
 __all__ = ['RDT_PRESETS', 'RDTTrainingConfig', 'RDTDataConfig', 'RDTConfig', 'load_rdt_config', 'clean_wikitext',
@@ -87,7 +87,7 @@ def load_rdt_config(preset: str | None = None, config=None, override=None, sets=
         if getattr(t, k) < 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be at least 1")
     if t.learning_rate <= 0: raise ConfigError(f"training.learning_rate={t.learning_rate} must be positive")
     if not 0 <= t.warmup_ratio < 1: raise ConfigError(f"training.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
-    if t.recon_on not in ("revealed", "masked"): raise ConfigError(f"training.recon_on={t.recon_on!r} must be 'revealed' or 'masked'")
+    if t.recon_on not in RECON_ON: raise ConfigError(f"training.recon_on={t.recon_on!r} must be 'revealed' or 'masked'")
     for k in ("chain_start_warmup", "level_warmup"):
         if not 0 <= getattr(t, k) <= 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be in [0, 1]")
     if cfg.data.max_seq_length < 8: raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} must be at least 8")
