@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--temperature", type=float, default=0.9, metavar="T",
                     help="divides the logits: below 1 sharper and safer, above 1 more varied (default: %(default)s)")
     gs.add_argument("--top-k", type=int, default=50, metavar="K",
-                    help="sample only among the K likeliest tokens; 0 for all of them (default: %(default)s)")
+                    help="sample only among the K likeliest tokens (default: %(default)s)")
     gs.add_argument("--tok-path", default=None, help="tokenizer (default: the one named in the checkpoint's config)")
     gs.add_argument("--seed", type=int, default=None, help="seed for a repeatable sample (default: a fresh one each run)")
     gs.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")

@@ -8,7 +8,7 @@ Docs: https://rdtcourse.github.io/rdtcourse/core.html.md"""
 __all__ = ['PRESETS_DIR', 'get_device', 'seed_everything', 'rng_state', 'set_rng_state', 'ConfigError', 'preset_path',
            'load_config', 'config_dict', 'save_config', 'atomic_write_text', 'add_config_args', 'config_from_args',
            'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'FinalLineBar', 'headless',
-           'quiet_library_bars', 'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics']
+           'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics']
 
 # %% ../nbs/00_core.ipynb #8c8b76ed
 import os
@@ -313,22 +313,14 @@ def headless() -> bool:
     "True when a notebook runs without a live front end (RDTCOURSE_BAR=text: the course runner, the tests)."
     return os.environ.get("RDTCOURSE_BAR") == "text"
 
-def quiet_library_bars() -> None:
-    "Switch off the progress bars of the Hugging Face libraries (save_pretrained, datasets.map...): saved, they freeze at 0%."
-    for mod, fn in (("huggingface_hub.utils", "disable_progress_bars"), ("datasets.utils.logging", "disable_progress_bar"),
-                    ("transformers.utils.logging", "disable_progress_bar")):
-        try: getattr(__import__(mod, fromlist=[fn]), fn)()
-        except (ImportError, AttributeError): pass
-
 def progress(iterable=None, **kwargs):
     "A tqdm progress bar: a widget in Jupyter, text in a terminal, one final line when RDTCOURSE_BAR=text."
     if headless():
-        quiet_library_bars()
         kwargs.pop("dynamic_ncols", None)
         return FinalLineBar(iterable, **kwargs)
     return tqdm(iterable, **kwargs)
 
-# %% ../nbs/00_core.ipynb #b1a62476
+# %% ../nbs/00_core.ipynb #de51db6e
 def show_widget(widget, snapshot: str | None = None) -> None:
     "Display an ipywidget; when headless (a run saved for the docs), display `snapshot` (HTML) or a note instead."
     from IPython.display import display, HTML

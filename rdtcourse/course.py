@@ -57,7 +57,7 @@ def tier_parameters(nb, tier: str, root=None) -> dict:
         raise ValueError(f"{pfile.name} sets {', '.join(strangers)}, which {nb.name} does not declare in its parameters cell")
     return params
 
-# %% ../nbs/90_course.ipynb #c88c64a2
+# %% ../nbs/90_course.ipynb #a1916239
 def _ipc_kernel_manager(folder: str):
     "A kernel-manager class whose kernels listen on IPC sockets inside `folder` (private to this run)."
     from jupyter_client.manager import AsyncKernelManager
@@ -72,7 +72,8 @@ def execute_notebook(nb, out, parameters: dict | None = None, cwd=None, timeout:
     import papermill as pm, tempfile
     from unittest.mock import patch
     nb = Path(nb)
-    with tempfile.TemporaryDirectory(prefix="rdtcourse-kernel-") as sockets, patch.dict(os.environ, RDTCOURSE_BAR="text"):
+    with tempfile.TemporaryDirectory(prefix="rdtcourse-kernel-") as sockets, patch.dict(os.environ, RDTCOURSE_BAR="text", HF_HUB_DISABLE_PROGRESS_BARS="1",
+                                                                          HF_DATASETS_DISABLE_PROGRESS_BARS="1"):
         return pm.execute_notebook(str(nb), str(out), parameters=parameters or {}, kernel_name="python3",
                                    cwd=str(cwd or nb.parent), progress_bar=False, log_output=False,
                                    execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager(sockets))
@@ -155,7 +156,7 @@ def run_course(tier: str = "ci", only: str | None = None, root=None, runs_dir=No
     (runs_dir / "results.md").write_text(results_markdown(runs, tier))
     return runs
 
-# %% ../nbs/90_course.ipynb #0690d2f6
+# %% ../nbs/90_course.ipynb #40aed6af
 def learner_results_path(root=None) -> Path:
     "Where the learner-tier results of the committed notebooks are kept: `nbs/learner_results.json`."
     return Path(root or project_root()) / "nbs" / "learner_results.json"

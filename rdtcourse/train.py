@@ -6,7 +6,8 @@ Docs: https://rdtcourse.github.io/rdtcourse/training.html.md"""
 
 # %% auto #0
 __all__ = ['PrepareConfig', 'prepare', 'TrainConfig', 'make_optimizer', 'make_scheduler', 'autocast_context', 'estimate_loss',
-           'train', 'load_model', 'sample', 'plot_curves', 'evaluate_full', 'bits_per_char']
+           'train', 'load_model', 'sample', 'plot_curves', 'evaluate_full', 'sampling_view', 'render_sampling_view',
+           'sampling_explorer', 'bits_per_char']
 
 # %% ../nbs/04_training.ipynb #742c6ef5
 import contextlib, math, time, warnings
@@ -289,6 +290,50 @@ def evaluate_full(model, data, block_size: int, batch_size: int = 64, device="cp
         total += loss.item() * x.numel(); count += x.numel()
     model.train(was)
     return total / count
+
+# %% ../nbs/04_training.ipynb #e38399b7
+@torch.no_grad()
+def sampling_view(model, tok, prompt: str, temperature: float = 0.8, top_k: int | None = 50, n_top: int = 8,
+                  max_new_tokens: int = 120, seed: int = 0) -> dict:
+    "What the sampler sees after `prompt`: its n_top likeliest next tokens with probabilities, the entropy, and a sample."
+    from rdtcourse.gpt import next_token_probs
+    ids = tok.encode(prompt) if prompt else []
+    if not ids: raise ValueError("the prompt must encode to at least one token")
+    dev = next(model.parameters()).device
+    logits, _ = model(torch.tensor([ids[-model.cfg.block_size:]], device=dev), last_only=True)
+    probs = next_token_probs(logits[:, -1, :].float(), temperature, top_k)[0]        # (V,)
+    nz = probs[probs > 0]
+    top = torch.topk(probs, min(n_top, int((probs > 0).sum())))
+    return {"prompt": prompt, "temperature": temperature, "top_k": top_k,
+            "next": [(tok.decode([int(t)]), float(p)) for p, t in zip(top.values, top.indices)],
+            "entropy_bits": float(-(nz * nz.log2()).sum()), "candidates": int((probs > 0).sum()),
+            "sample": sample(model, tok, prompt, max_new_tokens, temperature, top_k, seed=seed)}
+
+def render_sampling_view(view: dict) -> str:
+    "HTML of a `sampling_view`: a bar per candidate next token, the entropy, and the sample."
+    import html
+    bars = "".join(f"<tr><td style='font-family:monospace'>{html.escape(repr(t))}</td><td>{p:.3f}</td>"
+                   f"<td><div style='background:#4a7ebb;height:0.8em;width:{max(1, round(300 * p))}px'></div></td></tr>"
+                   for t, p in view["next"])
+    return (f"<p>temperature {view['temperature']:g}, top-k {view['top_k']}: {view['candidates']:,} candidate tokens, "
+            f"entropy {view['entropy_bits']:.2f} bits</p><table>{bars}</table>"
+            f"<pre style='white-space:pre-wrap'>{html.escape(view['sample'])}</pre>")
+
+def sampling_explorer(model, tok, prompt: str = "ROMEO:\n", max_new_tokens: int = 120):
+    "An ipywidgets panel: a prompt, temperature and top-k sliders, and the `sampling_view` they give."
+    import ipywidgets as W
+    text = W.Text(value=prompt, description="prompt")
+    temp = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature")
+    k = W.IntSlider(value=50, min=1, max=len(tok), description="top-k")
+    seed = W.IntText(value=0, description="seed")
+    out = W.HTML()
+    def update(_=None):
+        try: out.value = render_sampling_view(sampling_view(model, tok, text.value.replace("\\n", "\n"), temp.value,
+                                                             k.value, max_new_tokens=max_new_tokens, seed=seed.value))
+        except ValueError as e: out.value = f"<p style='color:red'>{e}</p>"
+    for w in (text, temp, k, seed): w.observe(update, names="value")
+    update()
+    return W.VBox([W.HBox([text, seed]), W.HBox([temp, k]), out])
 
 # %% ../nbs/04_training.ipynb #c1cce01c
 def bits_per_char(loss: float, n_tokens: int, n_chars: int) -> float:

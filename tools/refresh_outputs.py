@@ -1,20 +1,24 @@
 """Re-run notebooks at their learner defaults and store the outputs in nbs/, so the docs show a real run.
 
     python tools/refresh_outputs.py 04_training 05_loss     # some notebooks (names or globs)
-    python tools/refresh_outputs.py                          # all of them
+    python tools/refresh_outputs.py                          # all of them (about an hour on 2 CPU cores)
 
 This is the one deliberate write of executed notebooks into nbs/ (the runner and the tests write under _runs/).
+Notebooks run through `rdtcourse.course.execute_notebook`, as in the course runner, so progress bars leave one final
+line. Each chapter's metrics.json and wall time go into nbs/learner_results.json, the home page's results table.
 A notebook that fails is left untouched. Run nbdev-clean afterwards (this script does) and commit.
 """
-import fnmatch, subprocess, sys, time
+import fnmatch, os, platform, subprocess, sys, time
 from pathlib import Path
-import os
-import papermill as pm
-
-os.environ["RDTCOURSE_BAR"] = "text"  # saved notebooks keep text progress bars, not frozen widgets
+from rdtcourse.course import NotebookRun, execute_notebook, record_learner_run, _read_json
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
+
+
+def machine() -> str:
+    import torch
+    return f"{os.cpu_count()} CPU cores" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
 
 
 def main(patterns) -> int:
@@ -23,16 +27,22 @@ def main(patterns) -> int:
     failed = []
     try:
         for nb in nbs:
+            run_dir = ROOT / "_runs" / "learner" / nb.stem   # every chapter's default out_dir
+            for stale in ("metrics.json", "reference.json"): (run_dir / stale).unlink(missing_ok=True)
             t0 = time.time()
             out = NBS / f".{nb.stem}.executing.ipynb"   # same folder, so the final rename is atomic
             try:
-                pm.execute_notebook(str(nb), str(out), kernel_name="python3", cwd=str(NBS), progress_bar=False)
+                execute_notebook(nb, out, cwd=NBS)
                 os.replace(out, nb)
             except Exception as e:
                 print(f"FAILED {nb.name}: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}"); failed.append(nb.name); continue
             finally:
                 if out.exists(): out.unlink()
-            print(f"refreshed {nb.name} in {time.time() - t0:.0f}s")
+            seconds = time.time() - t0
+            if nb.stem[:2].isdigit() and not nb.stem.startswith("9") and (run_dir / "metrics.json").exists():
+                run = NotebookRun(nb.stem, nb, run_dir, seconds, _read_json(run_dir / "metrics.json"), _read_json(run_dir / "reference.json"))
+                record_learner_run(run, ROOT, machine())
+            print(f"refreshed {nb.name} in {seconds:.0f}s", flush=True)
     finally:
         subprocess.run([str(Path(sys.executable).parent / "nbdev-clean")], cwd=ROOT, check=True)
     return 1 if failed else 0
