@@ -85,30 +85,34 @@ def _cmd_data_list(args) -> int:
     return 0
 
 def _cmd_lab(args) -> int:
-    import secrets, shutil, signal, subprocess
+    import secrets, shutil, signal, socket, subprocess
     from rdtcourse.course import project_root
     if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None and shutil.which("jupyter-lab") is None:
         raise ValueError("JupyterLab is not installed; install it with: pip install -e '.[lab]'")
-    nbs = project_root() / "nbs"
+    with socket.socket() as s:
+        if s.connect_ex((args.ip, args.port)) == 0: raise ValueError(f"port {args.port} on {args.ip} is in use; pick another with --port")
+    root = project_root()
     token = secrets.token_hex(16)
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={args.ip}", f"--port={args.port}",
-           f"--ServerApp.root_dir={nbs}", f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0"]
+           f"--ServerApp.root_dir={root / 'nbs'}", f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0"]
     if hasattr(os, "geteuid") and os.geteuid() == 0: cmd.append("--allow-root")   # containers often run as root
-    # its own session: Ctrl-C in the terminal reaches only us, and we stop the server without its "shut down? (y/[n])"
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    url = f"http://{args.ip}:{args.port}/lab/tree/{args.notebook or ''}?token={token}"
-    print(f"JupyterLab on the course notebooks ({nbs}):\n  {url}\nCtrl-C stops it.", flush=True)
-    try:
-        code = proc.wait()   # returns only if the server stops by itself (a busy port, a bad option)
-        err = [l for l in (proc.stderr.read() or "").splitlines() if "ERROR" in l or "rror" in l]
-        raise ValueError(f"JupyterLab exited with code {code}" + (f": {err[-1].strip()}" if err else ""))
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGTERM)
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
-        print("JupyterLab stopped.")
-        return 0
+    log_path = root / "_runs" / "lab.log"        # the server logs every request: to a file, never to a pipe that fills
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        # its own session: Ctrl-C in the terminal reaches only us, and we stop the server without its "shut down? (y/[n])"
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://{args.ip}:{args.port}/lab/tree/{args.notebook or ''}?token={token}"
+        print(f"JupyterLab on the course notebooks ({root / 'nbs'}):\n  {url}\nIts log: {log_path}. Ctrl-C stops it.", flush=True)
+        try:
+            code = proc.wait()   # returns only if the server stops by itself (a busy port, a bad option)
+            errors = [l.strip() for l in log_path.read_text().splitlines() if "ERROR" in l or "Error" in l]
+            raise ValueError(f"JupyterLab exited with code {code}" + (f": {errors[-1]}" if errors else f"; see {log_path}"))
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            try: proc.wait(timeout=20)
+            except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+            print("JupyterLab stopped.")
+            return 0
 
 # %% ../nbs/99_cli.ipynb #ecc67a8a
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from .core import progress
+from .core import atomic_write_text, progress
 
 # %% ../nbs/90_course.ipynb #179440d7
 TIERS = ("ci", "learner")
@@ -164,7 +164,6 @@ def learner_results_path(root=None) -> Path:
 def record_learner_run(run: NotebookRun, root=None, machine: str = "") -> Path:
     "Store one successful learner-tier run (its metrics and wall time) in `nbs/learner_results.json`."
     if not run.ok: raise ValueError(f"{run.name} failed ({run.error}); only successful runs are recorded")
-    from rdtcourse.core import atomic_write_text
     path = learner_results_path(root)
     results = _read_json(path)
     results[run.name] = {"seconds": round(run.seconds), "machine": machine, "metrics": run.metrics, "reference": run.reference}

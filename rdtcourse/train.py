@@ -291,7 +291,7 @@ def evaluate_full(model, data, block_size: int, batch_size: int = 64, device="cp
     model.train(was)
     return total / count
 
-# %% ../nbs/04_training.ipynb #e38399b7
+# %% ../nbs/04_training.ipynb #77951351
 @torch.no_grad()
 def sampling_view(model, tok, prompt: str, temperature: float = 0.8, top_k: int | None = 50, n_top: int = 8,
                   max_new_tokens: int = 120, seed: int = 0) -> dict:

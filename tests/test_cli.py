@@ -22,6 +22,8 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path):
     r = run("course", "--set", "tiers=ci")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "tiers" in r.stderr and "Traceback" not in r.stderr
+    r = run("course", "--set", "nosuchkey=1")    # the key named once, with the keys that do exist
+    assert r.stderr.count("nosuchkey") == 1 and "CourseConfig keys: tier, only, timeout, runs_dir" in r.stderr
     (tmp_path / "c.yaml").write_text("timeout: soon\n")
     r = run("course", "--config", str(tmp_path / "c.yaml"))
     assert r.returncode == 2 and "timeout" in r.stderr and "Traceback" not in r.stderr
@@ -31,6 +33,34 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path):
 def test_data_list():
     r = run("data", "list")
     assert r.returncode == 0 and "nsmc-sample" in r.stdout and "CC0" in r.stdout
+    from rdtcourse.data import CORPORA
+    for c in CORPORA.values(): assert f"license: {c.license}\n" in r.stdout    # licenses whole, never cut
+
+
+def test_help_gives_every_option_a_default():
+    r = run("gpt", "sample", "--help")
+    for opt, default in [("--max-new-tokens", "200"), ("--temperature", "0.9"), ("--top-k", "50")]:
+        line = r.stdout[r.stdout.index(opt + " "):].split("--", 2)[1]     # the option's help paragraph
+        assert f"(default: {default})" in " ".join(line.split()), (opt, line)
+    assert "--seed SEED" in r.stdout and "--device DEVICE" in r.stdout and "best available" in r.stdout
+
+
+def test_both_option_spellings_are_accepted():
+    for spelling in ("--max-new-tokens", "--max_new_tokens"):   # either reaches the command (then the checkpoint is missing)
+        r = run("gpt", "sample", "--checkpoint", "missing.pt", spelling, "3")
+        assert r.returncode == 2 and "missing.pt" in r.stderr and "unrecognized" not in r.stderr
+    for spelling in ("--max_steps", "--max-steps"):
+        r = run("rdt", "infer", "--checkpoint", "x.pt", "--text", "a", spelling, "0")
+        assert r.returncode == 2 and "must be at least 1" in r.stderr
+
+
+def test_aliases_speak_their_own_name():
+    bin_dir = Path(sys.executable).parent
+    for alias in ("rdt-infer", "rdt-train"):
+        r = subprocess.run([str(bin_dir / alias), "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: {alias} ")
+    r = subprocess.run([str(bin_dir / "rdt-infer"), "--checkpoint", "missing.pt", "--text", "a"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("rdt-infer: error:")
 
 
 def _project(tmp_path):

@@ -213,3 +213,34 @@ def test_run_logger_writes_jsonl_and_tensorboard(tmp_path):
     recs = read_log(tmp_path)
     assert [r["step"] for r in recs] == [1, 2, 3] and recs[-1]["train/loss"] == pytest.approx(1 / 3)
     assert list((tmp_path / "tb").glob("events.out.tfevents*"))
+
+
+def test_headless_progress_prints_one_final_line(monkeypatch, capsys):
+    from rdtcourse.core import progress, FinalLineBar
+    monkeypatch.setenv("RDTCOURSE_BAR", "text")
+    bar = progress(total=500, desc="steps")
+    assert isinstance(bar, FinalLineBar)
+    for _ in range(500): bar.update(1); bar.set_postfix(loss=1.5)
+    assert capsys.readouterr().out == ""                       # nothing while the loop runs
+    bar.close()
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("steps: 100%") and "500/500" in out and "loss=1.5" in out
+    for _ in progress(range(10), leave=False): pass             # a bar that should vanish leaves nothing
+    for _ in progress(range(10), disable=True): pass
+    assert capsys.readouterr().out == ""
+    monkeypatch.delenv("RDTCOURSE_BAR")
+    assert not isinstance(progress(range(3)), FinalLineBar)    # live bars in terminals and JupyterLab
+
+
+def test_show_widget_headless_shows_a_snapshot(monkeypatch):
+    import ipywidgets as W
+    import IPython.display
+    from rdtcourse.core import show_widget
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    monkeypatch.setenv("RDTCOURSE_BAR", "text")
+    show_widget(W.IntSlider(), snapshot="<p>state 0</p>")
+    assert "<p>state 0</p>" in shown[-1].data and "JupyterLab" in shown[-1].data
+    monkeypatch.delenv("RDTCOURSE_BAR")
+    w = W.IntSlider(); show_widget(w)
+    assert shown[-1] is w

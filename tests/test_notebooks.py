@@ -1,5 +1,5 @@
 """Every notebook in nbs/ runs under papermill at the CI tier (one test per notebook, found by glob)."""
-import json
+import json, re
 from pathlib import Path
 import pytest
 import papermill as pm
@@ -18,8 +18,22 @@ def test_notebook_runs_at_ci_tier(nb, tmp_path):
         # every chapter reports its headline numbers as a flat name -> number object
         assert run.metrics, f"{nb.name} wrote no metrics.json"
         assert all(isinstance(v, (int, float)) for v in run.metrics.values())
+        _assert_clean_outputs(run.executed)
     else:  # index.ipynb and other unnumbered pages: they must still execute
         pm.execute_notebook(str(nb), str(tmp_path / nb.name), kernel_name="python3", cwd=str(nb.parent), progress_bar=False)
+
+
+def _assert_clean_outputs(executed: Path):
+    "What the docs will show: no kernel warnings, no mid-loop progress lines, no frozen widget bars, no bare reprs."
+    nb = json.loads(Path(executed).read_text())
+    for i, c in enumerate(nb["cells"]):
+        for o in c.get("outputs", []):
+            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+            where = f"{Path(executed).name} cell {i}"
+            assert "[IPKernelApp] WARNING" not in text, f"{where}: a kernel warning in the outputs"
+            assert "\r" not in text, f"{where}: a progress bar saved mid-loop"
+            assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {}), f"{where}: a widget (frozen when saved)"
+            assert not re.match(r"^(PosixPath|VBox|HBox)\(", text), f"{where}: a bare repr {text[:40]!r}"
 
 
 @pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)

@@ -1,41 +1,159 @@
 """Build the course site offline: README.md from nbs/index.ipynb, nbdev's notebook processing, then smalldocs.
 
-    python tools/docs.py            # README.md + _docs/
-    python tools/docs.py --readme   # README.md only
-    python tools/docs.py --check    # fail if README.md is not what index.ipynb generates
+    python tools/docs.py               # README.md + _docs/ (open _docs/index.html in a browser)
+    python tools/docs.py --readme      # README.md only
+    python tools/docs.py --check       # fail if README.md is not what index.ipynb generates
+    python tools/docs.py --math cdn    # typeset maths with KaTeX from a CDN instead of MathML built in
 
-With Quarto installed, `nbdev-docs` builds the same site (and `nbdev-readme` the README) the standard nbdev way.
-This script exists because Quarto ships as a binary download, which offline machines and CI cannot fetch.
+With Quarto installed, `nbdev-docs` builds the hosted site (and `nbdev-readme` the README) the standard nbdev way;
+.github/workflows/deploy.yaml does that on every push to main. This script exists because Quarto ships as a binary
+download, which offline machines and CI cannot fetch. It makes the offline site match the hosted one:
+
+- pages are named as Quarto names them (nbdev's `output-file`: `core.html` for `00_core.ipynb`), so the API links
+  nbdev writes (`https://<site>/core.html#checkpointer`) resolve; links to the site's own address become relative;
+- maths is converted to MathML at build time (latex2mathml), which browsers render with no script and no network;
+- signatures and docstrings keep their `<placeholders>` (`<factory>`, `<tier>`) as text instead of losing them as tags.
 """
-import argparse, json, os, shutil, subprocess, sys
+import argparse, html, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS, PROC, DOCS = ROOT / "nbs", ROOT / "_proc", ROOT / "_docs"
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/docs.py: edit the notebook, not this file. -->\n\n"
+QUARTO_ONLY = {"format-links"}        # top-level keys of nbdev.yml that only Quarto reads
+KATEX_CDN = re.compile(r'<link[^>]+katex[^>]*>|<script[^>]+katex[^>]*></script>')
+MATH = re.compile(r'<span class="math (inline|display)">\\[(\[](.*?)\\[)\]]</span>', re.S)
+HTML_TAGS = set("a abbr b br code div em i img kbd li ol p pre s small span strong sub sup table tbody td th thead "
+                "tr u ul details summary hr h1 h2 h3 h4 h5 h6 blockquote figure figcaption iframe video source".split())
+
+
+def _chapter_links(text: str, prefix: str) -> str:
+    "Point the index's `](NN_name.ipynb)` links at `prefix` + the notebook (README: nbs/...; the site keeps them)."
+    return re.sub(r"\]\((\d\d_\w+\.ipynb)\)", lambda m: f"]({prefix}{m.group(1)})", text)
 
 
 def readme_text() -> str:
-    "README.md's text: the markdown cells of index.ipynb (the index has no code cells worth showing)."
+    "README.md's text: index.ipynb's markdown cells and the markdown its code cells printed (the results table)."
     nb = json.loads((NBS / "index.ipynb").read_text())
-    cells = ["".join(c["source"]).strip() for c in nb["cells"] if c["cell_type"] == "markdown"]
-    return HEADER + "\n\n".join(c for c in cells if c) + "\n"
+    parts = []
+    for c in nb["cells"]:
+        if c["cell_type"] == "markdown": parts.append("".join(c["source"]).strip())
+        for o in c.get("outputs", []):
+            md = o.get("data", {}).get("text/markdown")
+            if md: parts.append("".join(md).strip())
+    return HEADER + _chapter_links("\n\n".join(p for p in parts if p), "nbs/") + "\n"
 
 
-def build_site() -> Path:
+def _escape_placeholders(text: str) -> str:
+    "`<factory>`, `<tier>`: escape angle-bracket words that are not HTML tags, so markdown keeps them as text."
+    return re.sub(r"<(/?)([A-Za-z_][\w-]*)>", lambda m: m.group(0) if m.group(2).lower() in HTML_TAGS
+                  else f"&lt;{m.group(1)}{m.group(2)}&gt;", text)
+
+
+def prepare_proc(proc: Path) -> dict:
+    """Make nbdev's _proc/ fit smalldocs and the hosted names: drop Quarto-only config, rename each notebook to its
+    `output-file`, fix show_doc's markdown. Returns {"00_core.html": "core.html", ...}."""
+    import yaml
+    cfg = proc / "_quarto.yml"
+    q = yaml.safe_load(cfg.read_text())
+    q.get("format", {}).pop("commonmark", None)
+    q.get("format", {}).get("html", {}).pop("keep-md", None)
+    cfg.write_text(yaml.safe_dump(q, sort_keys=False))
+    meta = proc / "nbdev.yml"
+    m = yaml.safe_load(meta.read_text())
+    for k in QUARTO_ONLY: m.pop(k, None)
+    meta.write_text(yaml.safe_dump(m, sort_keys=False))
+    pages = {}
+    for nb_path in sorted(proc.glob("*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        front = nb["cells"][0] if nb["cells"] and nb["cells"][0]["cell_type"] == "raw" else None
+        src = "".join(front["source"]) if front else ""
+        target = re.search(r"^output-file:\s*(\S+)\s*$", src, re.M)
+        if front and target: front["source"] = re.sub(r"^output-file:.*\n", "", src, flags=re.M)
+        for c in nb["cells"]:
+            for o in c.get("outputs", []):
+                md = o.get("data", {}).get("text/markdown")
+                if md:   # show_doc: the notebook's own classes print as __main__.X; defaults as <factory>
+                    o["data"]["text/markdown"] = _escape_placeholders("".join(md).replace("__main__.", ""))
+        new = nb_path.with_name(Path(target.group(1)).stem + ".ipynb") if target else nb_path
+        pages[nb_path.stem] = new.stem
+        if new != nb_path: nb_path.unlink()
+        new.write_text(json.dumps(nb, indent=1))
+    side = proc / "sidebar.yml"
+    side.write_text(re.sub(r"(\w+)(?=\.ipynb)", lambda mm: pages.get(mm.group(1), mm.group(1)), side.read_text()))
+    return {f"{old}.html": f"{new}.html" for old, new in pages.items()}
+
+
+def _mathml(m: re.Match) -> str:
+    from latex2mathml.converter import convert
+    kind, tex = m.group(1), html.unescape(m.group(2)).strip()
+    try: return f'<span class="math {kind}">{convert(tex, display="block" if kind == "display" else "inline")}</span>'
+    except Exception as e:  # leave the TeX visible rather than lose it, and say which formula
+        print(f"warning: maths not converted ({type(e).__name__}): {tex[:60]}", file=sys.stderr)
+        return m.group(0)
+
+
+def finish_pages(docs: Path, pages: dict, site_url: str, math: str = "mathml") -> None:
+    "Rewrite the rendered pages: hosted-site links -> relative, notebook page names -> Quarto's, maths -> MathML."
+    renames = {old: new for old, new in pages.items() if old != new}
+    site = re.escape(site_url.rstrip("/") + "/")
+    for f in [*docs.glob("*.html"), docs / "search.json", docs / "sitemap.xml"]:
+        if not f.exists(): continue
+        t = f.read_text()
+        if f.suffix == ".html": t = re.sub(r'href="' + site, 'href="', t)   # the hosted site's pages are these pages
+        t = re.sub(r'(?<=["/])(\d\d_\w+\.html)', lambda m: renames.get(m.group(1), m.group(1)), t)
+        if f.suffix == ".html" and math == "mathml":
+            t = MATH.sub(_mathml, t)
+            t = KATEX_CDN.sub("", t)
+        f.write_text(t)
+
+
+def broken_links(docs: Path, site_url: str) -> list[str]:
+    "Every link in the built site that points into it but misses a file or an anchor, as 'page: href' strings."
+    from html.parser import HTMLParser
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__(); self.ids, self.hrefs = set(), []
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if a.get("id"): self.ids.add(a["id"])
+            if tag == "a" and a.get("name"): self.ids.add(a["name"])
+            if tag in ("a", "link") and a.get("href") is not None: self.hrefs.append(a["href"])
+            if tag in ("script", "img") and a.get("src"): self.hrefs.append(a["src"])
+    parsed = {}
+    for f in sorted(docs.rglob("*.html")):
+        pg = Page(); pg.feed(f.read_text()); parsed[f.resolve()] = pg
+    site = site_url.rstrip("/") + "/"
+    bad = []
+    for f, pg in parsed.items():
+        for href in pg.hrefs:
+            if href.startswith(site): bad.append(f"{f.name}: {href} (the hosted site: should be relative)"); continue
+            if re.match(r"^[a-z][a-z0-9+.-]*:", href) or href.startswith("//"): continue   # another site, mailto:, data:
+            path, _, anchor = href.partition("#")
+            target = (f.parent / path.split("?")[0]).resolve() if path else f
+            if not target.exists(): bad.append(f"{f.name}: {href} (no such file)"); continue
+            if anchor and target in parsed and anchor not in parsed[target].ids:
+                bad.append(f"{f.name}: {href} (no such anchor)")
+    return bad
+
+
+def build_site(math: str = "mathml") -> Path:
     "nbdev's processing into _proc/ (doc links, show_doc, directives), then smalldocs renders _proc/ into _docs/."
     os.chdir(ROOT)
     from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
     from nbdev.serve import proc_nbs
+    from nbdev.config import get_config
     import nbdev.doclinks
     refresh_quarto_yml()
     nbdev.doclinks._build_modidx()
     nbdev_sidebar.__wrapped__(path=NBS)
     if PROC.exists(): shutil.rmtree(PROC)
     proc_nbs(NBS)  # writes _proc/ (what `nbdev-proc-nbs` does, minus its attempt to install Quarto)
+    pages = prepare_proc(PROC)
     subprocess.run([sys.executable, "-m", "smalldocs.cli", "render", "--quiet", str(PROC)], check=True, cwd=ROOT)
     if DOCS.exists(): shutil.rmtree(DOCS)
     shutil.move(str(PROC / "_docs"), DOCS)
+    finish_pages(DOCS, pages, get_config().doc_host + get_config().doc_baseurl, math)
     return DOCS
 
 
@@ -43,6 +161,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Build README.md and the docs site offline.")
     p.add_argument("--readme", action="store_true", help="only regenerate README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if README.md differs from what index.ipynb generates")
+    p.add_argument("--check-links", action="store_true", help="after building, exit 1 if a link inside the site is broken")
+    p.add_argument("--math", choices=("mathml", "cdn"), default="mathml",
+                   help="mathml: converted at build time, renders offline (default); cdn: KaTeX loaded from a CDN")
     a = p.parse_args(argv)
     readme = ROOT / "README.md"
     if a.check:
@@ -52,9 +173,14 @@ def main(argv=None) -> int:
         return 0
     readme.write_text(readme_text())
     if a.readme: return 0
-    out = build_site()
+    out = build_site(a.math)
     pages = sorted(p.name for p in out.glob("*.html"))
-    print(f"wrote README.md and {len(pages)} pages to {out.relative_to(ROOT)}/")
+    print(f"wrote README.md and {len(pages)} pages to {out.relative_to(ROOT)}/; open {out.relative_to(ROOT)}/index.html")
+    if a.check_links:
+        from nbdev.config import get_config
+        bad = broken_links(out, get_config().doc_host + get_config().doc_baseurl)
+        for b in bad: print(f"broken link: {b}", file=sys.stderr)
+        return 1 if bad else 0
     return 0
 
 
