@@ -1,5 +1,5 @@
 """The `rdtcourse` command: help, one-line errors with a non-zero exit, the course runner end to end."""
-import subprocess, sys
+import re, subprocess, sys
 from pathlib import Path
 import nbformat
 from conftest import ROOT
@@ -39,9 +39,10 @@ def test_data_list():
 
 def test_help_gives_every_option_a_default():
     r = run("gpt", "sample", "--help")
+    options = r.stdout.split("options:")[1]
     for opt, default in [("--max-new-tokens", "200"), ("--temperature", "0.9"), ("--top-k", "50")]:
-        line = r.stdout[r.stdout.index(opt + " "):].split("--", 2)[1]     # the option's help paragraph
-        assert f"(default: {default})" in " ".join(line.split()), (opt, line)
+        para = re.search(rf"\n  {opt} \S+(.*?)(?=\n  -|$)", options, re.S).group(1)   # the option's help paragraph
+        assert f"(default: {default})" in " ".join(para.split()), (opt, para)
     assert "--seed SEED" in r.stdout and "--device DEVICE" in r.stdout and "best available" in r.stdout
 
 

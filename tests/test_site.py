@@ -32,7 +32,7 @@ def site(tmp_path_factory) -> Path:
 def _page_names() -> dict:
     "notebook stem -> the page Quarto (and tools/docs.py) names it after nbdev's output-file: 00_core -> core."
     return {nb.stem: (re.sub(r"^\d+[a-zA-Z0-9]*_", "", nb.stem) if nb.stem != "index" else "index")
-            for nb in (ROOT / "nbs").glob("*.ipynb")}
+            for nb in (ROOT / "nbs").glob("[!.]*.ipynb")}
 
 
 def test_every_notebook_has_its_page(site):
@@ -53,7 +53,7 @@ def test_broken_links_are_caught(tmp_path):
     (tmp_path / "a.html").write_text('<h2 id="x">x</h2><a href="a.html#x">ok</a><a href="#y">no anchor</a>'
                                      f'<a href="b.html">no file</a><a href="{SITE_URL}/a.html">hosted</a><a href="https://example.org">away</a>')
     bad = docs.broken_links(tmp_path, SITE_URL)
-    assert [b.split(" (")[1] for b in bad] == ["the hosted site: should be relative)", "no such file)", "no such anchor)"]
+    assert sorted(b.split(" (")[1] for b in bad) == ["no such anchor)", "no such file)", "the hosted site: should be relative)"]
 
 
 def test_placeholders_survive_as_text():
@@ -121,8 +121,8 @@ def test_jupyterlab_opens_a_chapter():
             except OSError: time.sleep(0.5)
         else: pytest.fail("JupyterLab did not answer within a minute")
         dom = _chromium(url, "--virtual-time-budget=30000", timeout=120)
-        assert "jp-RenderedMarkdown" in dom, "JupyterLab did not render the notebook's markdown"
-        assert re.search(r"<h1[^>]*>GPT: a nanoGPT-style decoder", dom), "the chapter's first heading is not shown"
+        assert re.search(r'jp-RenderedMarkdown[^>]*><h1[^>]*>(?:<span[^>]*></span>)?GPT: a nanoGPT-style decoder', dom), \
+            "JupyterLab does not show the chapter's first heading rendered"
     finally:
         lab.send_signal(signal.SIGINT)   # what Ctrl-C does: rdtcourse lab stops the server and exits
         try: code = lab.wait(timeout=30)

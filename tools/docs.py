@@ -79,6 +79,12 @@ def prepare_proc(proc: Path) -> dict:
         pages[nb_path.stem] = new.stem
         if new != nb_path: nb_path.unlink()
         new.write_text(json.dumps(nb, indent=1))
+    for nb_path in proc.glob("*.ipynb"):   # links between notebooks follow the renames
+        nb = json.loads(nb_path.read_text())
+        for c in nb["cells"]:
+            if c["cell_type"] == "markdown":
+                c["source"] = re.sub(r"\]\((\w+)\.ipynb", lambda mm: f"]({pages.get(mm.group(1), mm.group(1))}.ipynb", "".join(c["source"]))
+        nb_path.write_text(json.dumps(nb, indent=1))
     side = proc / "sidebar.yml"
     side.write_text(re.sub(r"(\w+)(?=\.ipynb)", lambda mm: pages.get(mm.group(1), mm.group(1)), side.read_text()))
     return {f"{old}.html": f"{new}.html" for old, new in pages.items()}
