@@ -16,6 +16,7 @@ from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
 from . import train as gtrain
 from . import rdt_train as rtrain
+from . import rqvae as rq
 
 # %% ../nbs/99_cli.ipynb #139c6251
 def _cmd_course(args) -> int:
@@ -76,6 +77,15 @@ def _cmd_rdt_infer(args) -> int:
             print("Running inference...\n")
             try: run(text)
             except ValueError as e: print(f"error: {e}")   # a bad line should not end the session
+    return 0
+
+def _cmd_rqvae_train(args) -> int:
+    cfg = config_from_args(rq.RQVAEConfig, args)
+    model, data, history = rq.train_rqvae(cfg)
+    h = history[-1]
+    usage = min(h[f"usage_{l}"] for l in range(cfg.n_levels))
+    print(f"wrote {Path(cfg.out_dir) / 'rqvae.pt'}: semantic IDs for {len(data.movies):,} movies; lowest codebook usage "
+          f"{usage:.1%}, {h['unique_prefix_share']:.1%} unique on {cfg.n_levels} codes, reconstruction R^2 {h['recon_r2']:.3f}")
     return 0
 
 def _cmd_data_list(args) -> int:
@@ -166,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--seed", type=int, default=0, help="seed of --mask-ratio's random positions")
     ri.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     ri.set_defaults(func=_cmd_rdt_infer)
+
+    q = sub.add_parser("rqvae", help="chapter 7: RQ-VAE semantic IDs for MovieLens movies")
+    qsub = q.add_subparsers(dest="verb", metavar="VERB", required=True)
+    qt = qsub.add_parser("train", help="train the RQ-VAE and write every movie's semantic ID",
+                         description="Embed the movies, train the RQ-VAE, and save it with the semantic IDs to out_dir/rqvae.pt.")
+    add_config_args(qt, device=False); qt.set_defaults(func=_cmd_rqvae_train)
 
     d = sub.add_parser("data", help="the embedded corpora")
     dsub = d.add_subparsers(dest="verb", metavar="VERB", required=True)
