@@ -50,9 +50,9 @@ def _escape_placeholders(text: str) -> str:
                   else f"&lt;{m.group(1)}{m.group(2)}&gt;", text)
 
 
-def prepare_proc(proc: Path) -> dict:
-    """Make nbdev's _proc/ fit smalldocs and the hosted names: drop Quarto-only config, rename each notebook to its
-    `output-file`, fix show_doc's markdown. Returns {"00_core.html": "core.html", ...}."""
+def prepare_proc(proc: Path) -> None:
+    """Make nbdev's _proc/ fit smalldocs and the hosted page names: drop the Quarto-only config it warns about, name
+    each notebook after its `output-file` (00_core -> core) and point links at the new names, fix show_doc's markdown."""
     import yaml
     cfg = proc / "_quarto.yml"
     q = yaml.safe_load(cfg.read_text())
@@ -63,31 +63,27 @@ def prepare_proc(proc: Path) -> dict:
     m = yaml.safe_load(meta.read_text())
     for k in QUARTO_ONLY: m.pop(k, None)
     meta.write_text(yaml.safe_dump(m, sort_keys=False))
-    pages = {}
-    for nb_path in sorted(proc.glob("*.ipynb")):
-        nb = json.loads(nb_path.read_text())
-        front = nb["cells"][0] if nb["cells"] and nb["cells"][0]["cell_type"] == "raw" else None
-        src = "".join(front["source"]) if front else ""
-        target = re.search(r"^output-file:\s*(\S+)\s*$", src, re.M)
-        if front and target: front["source"] = re.sub(r"^output-file:.*\n", "", src, flags=re.M)
+
+    notebooks = {p: json.loads(p.read_text()) for p in sorted(proc.glob("*.ipynb"))}
+    def output_stem(nb):
+        front = "".join(nb["cells"][0]["source"]) if nb["cells"] and nb["cells"][0]["cell_type"] == "raw" else ""
+        hit = re.search(r"^output-file:\s*(\S+)\s*$", front, re.M)
+        return Path(hit.group(1)).stem if hit else None
+    pages = {p.stem: output_stem(nb) or p.stem for p, nb in notebooks.items()}
+    renamed = lambda m: f"]({pages.get(m.group(1), m.group(1))}.ipynb"
+    for p, nb in notebooks.items():
         for c in nb["cells"]:
+            src = "".join(c["source"])
+            if c["cell_type"] == "raw": c["source"] = re.sub(r"^output-file:.*\n", "", src, flags=re.M)   # renamed instead
+            if c["cell_type"] == "markdown": c["source"] = re.sub(r"\]\((\w+)\.ipynb", renamed, src)
             for o in c.get("outputs", []):
                 md = o.get("data", {}).get("text/markdown")
-                if md:   # show_doc: the notebook's own classes print as __main__.X; defaults as <factory>
+                if md:   # show_doc: the notebook's own classes print as __main__.X, defaults as <factory>
                     o["data"]["text/markdown"] = _escape_placeholders("".join(md).replace("__main__.", ""))
-        new = nb_path.with_name(Path(target.group(1)).stem + ".ipynb") if target else nb_path
-        pages[nb_path.stem] = new.stem
-        if new != nb_path: nb_path.unlink()
-        new.write_text(json.dumps(nb, indent=1))
-    for nb_path in proc.glob("*.ipynb"):   # links between notebooks follow the renames
-        nb = json.loads(nb_path.read_text())
-        for c in nb["cells"]:
-            if c["cell_type"] == "markdown":
-                c["source"] = re.sub(r"\]\((\w+)\.ipynb", lambda mm: f"]({pages.get(mm.group(1), mm.group(1))}.ipynb", "".join(c["source"]))
-        nb_path.write_text(json.dumps(nb, indent=1))
+        p.unlink()
+        (proc / f"{pages[p.stem]}.ipynb").write_text(json.dumps(nb, indent=1))
     side = proc / "sidebar.yml"
     side.write_text(re.sub(r"(\w+)(?=\.ipynb)", lambda mm: pages.get(mm.group(1), mm.group(1)), side.read_text()))
-    return {f"{old}.html": f"{new}.html" for old, new in pages.items()}
 
 
 def _mathml(m: re.Match) -> str:
@@ -99,16 +95,12 @@ def _mathml(m: re.Match) -> str:
         return m.group(0)
 
 
-def finish_pages(docs: Path, pages: dict, site_url: str, math: str = "mathml") -> None:
-    "Rewrite the rendered pages: hosted-site links -> relative, notebook page names -> Quarto's, maths -> MathML."
-    renames = {old: new for old, new in pages.items() if old != new}
+def finish_pages(docs: Path, site_url: str, math: str = "mathml") -> None:
+    "Rewrite the rendered pages: links to the hosted site become relative, maths becomes MathML."
     site = re.escape(site_url.rstrip("/") + "/")
-    for f in [*docs.glob("*.html"), docs / "search.json", docs / "sitemap.xml"]:
-        if not f.exists(): continue
-        t = f.read_text()
-        if f.suffix == ".html": t = re.sub(r'href="' + site, 'href="', t)   # the hosted site's pages are these pages
-        t = re.sub(r'(?<=["/])(\d\d_\w+\.html)', lambda m: renames.get(m.group(1), m.group(1)), t)
-        if f.suffix == ".html" and math == "mathml":
+    for f in docs.glob("*.html"):
+        t = re.sub(r'href="' + site, 'href="', f.read_text())   # the hosted site's pages are these pages
+        if math == "mathml":
             t = MATH.sub(_mathml, t)
             t = KATEX_CDN.sub("", t)
         f.write_text(t)
@@ -155,11 +147,11 @@ def build_site(math: str = "mathml") -> Path:
     nbdev_sidebar.__wrapped__(path=NBS)
     if PROC.exists(): shutil.rmtree(PROC)
     proc_nbs(NBS)  # writes _proc/ (what `nbdev-proc-nbs` does, minus its attempt to install Quarto)
-    pages = prepare_proc(PROC)
+    prepare_proc(PROC)
     subprocess.run([sys.executable, "-m", "smalldocs.cli", "render", "--quiet", str(PROC)], check=True, cwd=ROOT)
     if DOCS.exists(): shutil.rmtree(DOCS)
     shutil.move(str(PROC / "_docs"), DOCS)
-    finish_pages(DOCS, pages, get_config().doc_host + get_config().doc_baseurl, math)
+    finish_pages(DOCS, get_config().doc_host + get_config().doc_baseurl, math)
     return DOCS
 
 
