@@ -57,8 +57,8 @@ def test_broken_links_are_caught(tmp_path):
 
 
 def test_placeholders_survive_as_text():
-    assert docs._escape_placeholders("f(x=<factory>) writes _runs/<tier>/x <b>bold</b>") == \
-        "f(x=&lt;factory&gt;) writes _runs/&lt;tier&gt;/x <b>bold</b>"
+    assert docs._escape_placeholders("f(x=<factory>) writes _runs/<tier>/x <b>bold</b> `<kept>`\n```\nf(<code>)\n```") == \
+        "f(x=&lt;factory&gt;) writes _runs/&lt;tier&gt;/x <b>bold</b> `<kept>`\n```\nf(<code>)\n```"
 
 
 def test_pages_load_nothing_from_the_network(site):

@@ -45,9 +45,10 @@ def readme_text() -> str:
 
 
 def _escape_placeholders(text: str) -> str:
-    "`<factory>`, `<tier>`: escape angle-bracket words that are not HTML tags, so markdown keeps them as text."
-    return re.sub(r"<(/?)([A-Za-z_][\w-]*)>", lambda m: m.group(0) if m.group(2).lower() in HTML_TAGS
-                  else f"&lt;{m.group(1)}{m.group(2)}&gt;", text)
+    "`<factory>`, `<tier>`: escape angle-bracket words that are not HTML tags (outside code), so markdown keeps them as text."
+    esc = lambda m: m.group(0) if m.group(2).lower() in HTML_TAGS else f"&lt;{m.group(1)}{m.group(2)}&gt;"
+    parts = re.split(r"(```.*?```|`[^`\n]*`)", text, flags=re.S)   # odd parts are code: left as they are
+    return "".join(p if i % 2 else re.sub(r"<(/?)([A-Za-z_][\w-]*)>", esc, p) for i, p in enumerate(parts))
 
 
 def prepare_proc(proc: Path) -> None:
