@@ -10,7 +10,7 @@ __all__ = ['EMBED_MODEL', 'movie_texts', 'genre_matrix', 'load_sentence_encoder'
            'make_tokenizer', 'train_rqvae', 'load_rqvae', 'movies_sharing_prefix', 'codebook_explorer']
 
 # %% ../nbs/07_rqvae.ipynb #e4c67161
-import hashlib, json, math, os
+import hashlib, json, os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,7 @@ class MovieLensMovieData:
 
     @classmethod
     def load(cls, embed_model: str = EMBED_MODEL, cache_dir="~/.cache/rdtcourse", max_items: int | None = None,
-             movies: pd.DataFrame | None = None, bar: bool = True) -> "MovieLensMovieData":
+             movies: pd.DataFrame | None = None) -> "MovieLensMovieData":
         """Features of the embedded `movielens-small` movies (or `movies`, e.g. MovieLens 1M's): a sentence embedding of
         'title (year): genres' (unit length) beside the multi-hot genres scaled to unit length, so each block weighs
         the same. Embeddings are cached in cache_dir, keyed by the model name and the exact texts."""
