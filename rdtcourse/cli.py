@@ -17,6 +17,7 @@ from .course import CourseConfig, run_course, TIERS
 from . import train as gtrain
 from . import rdt_train as rtrain
 from . import rqvae as rq
+from . import retrieval as ret
 
 # %% ../nbs/99_cli.ipynb #139c6251
 def _cmd_course(args) -> int:
@@ -86,6 +87,33 @@ def _cmd_rqvae_train(args) -> int:
     usage = min(h[f"usage_{l}"] for l in range(cfg.n_levels))
     print(f"wrote {Path(cfg.out_dir) / 'rqvae.pt'}: semantic IDs for {len(data.movies):,} movies; lowest codebook usage "
           f"{usage:.1%}, {h['unique_prefix_share']:.1%} unique on {cfg.n_levels} codes, reconstruction R^2 {h['recon_r2']:.3f}")
+    return 0
+
+def _cmd_retrieval_train(args) -> int:
+    cfg = config_from_args(ret.RetrievalConfig, args)
+    if not Path(cfg.rqvae).exists():
+        raise FileNotFoundError(f"semantic IDs {cfg.rqvae!r} do not exist; run `rdtcourse rqvae train` first or --set rqvae=PATH")
+    ret.train_retrieval(cfg, checkpoint=args.checkpoint)
+    return 0
+
+def _cmd_retrieval_eval(args) -> int:
+    model, cfg, (_, seq, tokenizer) = ret.load_retrieval(args.checkpoint, rqvae=args.rqvae)
+    r = ret.evaluate_split(model, tokenizer, seq, args.split, args.beam_width or cfg.beam_width)
+    print(f"{args.split} items of {len(seq):,} users, {cfg.model} from {args.checkpoint} (95% bootstrap intervals):")
+    for name in ("model", "most popular"):
+        print(f"  {name:13}" + "  ".join(f"{k} {m:.4f} [{lo:.4f}, {hi:.4f}]" for k, (m, lo, hi) in r[name].items()))
+    v = r["verdict_recall_10"]
+    print(f"{cfg.model} {v['verdict']} most popular on recall_10 (difference {v['diff']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}])")
+    return 0
+
+def _cmd_retrieval_recommend(args) -> int:
+    if args.top < 1: raise ValueError(f"--top {args.top} must be at least 1")
+    model, cfg, (movies, seq, tokenizer) = ret.load_retrieval(args.checkpoint, rqvae=args.rqvae)
+    history = seq.seen(seq.row_of(args.user), "all")             # every movie the user rated, oldest first
+    recs = ret.recommend(model, tokenizer, history, args.top, cfg.beam_width, include_seen=args.include_seen)
+    titles = movies.movies.title
+    print(f"user {args.user} rated {len(history):,} movies; the last: {titles.iloc[history[-1]]}")
+    for i, r in enumerate(recs, 1): print(f"{i:3}. {titles.iloc[r]}" + (" (seen)" if r in set(history.tolist()) else ""))
     return 0
 
 def _cmd_data_list(args) -> int:
@@ -182,6 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     qt = qsub.add_parser("train", help="train the RQ-VAE and write every movie's semantic ID",
                          description="Embed the movies, train the RQ-VAE, and save it with the semantic IDs to out_dir/rqvae.pt.")
     add_config_args(qt, device=False); qt.set_defaults(func=_cmd_rqvae_train)
+
+    r = sub.add_parser("retrieval", help="chapter 8: a generative recommender that writes semantic IDs",
+                       description="Train, evaluate and query the decoder that recommends by writing semantic IDs.")
+    rsub2 = r.add_subparsers(dest="verb", metavar="VERB", required=True)
+    rtr = rsub2.add_parser("train", help="train the decoder (or --set model=sasrec) with accelerate; --checkpoint resumes",
+                           description="Train on the leave-one-out split, validate every eval_every iterations, keep best.pt.")
+    add_config_args(rtr, device=False)
+    rtr.add_argument("--checkpoint", default=None, help="resume from this checkpoint_N.pt (exactly where it stopped)")
+    rtr.set_defaults(func=_cmd_retrieval_train)
+    rev = rsub2.add_parser("eval", help="Recall/NDCG@5/10 on the test items with 95%% intervals, beside most popular")
+    rev.add_argument("--checkpoint", required=True, help="best.pt or a numbered checkpoint written by retrieval train")
+    rev.add_argument("--split", choices=("val", "test"), default="test", help="which held-out item to score (default: %(default)s)")
+    rev.add_argument("--beam-width", type=int, default=None, help="beams (default: the checkpoint's beam_width)")
+    rev.add_argument("--rqvae", default=None, help="the semantic IDs, if not where the checkpoint's config says")
+    rev.set_defaults(func=_cmd_retrieval_eval)
+    rrec = rsub2.add_parser("recommend", help="print the movies recommended after a user's whole history")
+    rrec.add_argument("--checkpoint", required=True, help="best.pt or a numbered checkpoint written by retrieval train")
+    rrec.add_argument("--user", type=int, required=True, help="a MovieLens userId")
+    rrec.add_argument("--top", type=int, default=10, help="how many movies (default: %(default)s)")
+    rrec.add_argument("--include-seen", action="store_true", help="allow movies the user has already rated")
+    rrec.add_argument("--rqvae", default=None, help="the semantic IDs, if not where the checkpoint's config says")
+    rrec.set_defaults(func=_cmd_retrieval_recommend)
 
     d = sub.add_parser("data", help="the embedded corpora")
     dsub = d.add_subparsers(dest="verb", metavar="VERB", required=True)

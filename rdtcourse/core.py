@@ -8,7 +8,7 @@ Docs: https://rdtcourse.github.io/rdtcourse/core.html.md"""
 __all__ = ['PRESETS_DIR', 'get_device', 'seed_everything', 'rng_state', 'set_rng_state', 'ConfigError', 'preset_path',
            'load_config', 'config_dict', 'save_config', 'atomic_write_text', 'add_config_args', 'config_from_args',
            'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'FinalLineBar', 'headless',
-           'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics']
+           'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics', 'bootstrap_ci', 'paired_verdict']
 
 # %% ../nbs/00_core.ipynb #8c8b76ed
 import os
@@ -400,3 +400,23 @@ def save_metrics(out_dir, metrics: dict, reference: dict | None = None) -> Path:
     atomic_write_text(out_dir / "metrics.json", json.dumps(flat(metrics, "metrics"), indent=1))
     if reference: atomic_write_text(out_dir / "reference.json", json.dumps(flat(reference, "reference"), indent=1))
     return out_dir / "metrics.json"
+
+# %% ../nbs/00_core.ipynb #9103ef1f
+def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """The mean of per-unit `values` (one number per user, per sentence...) and its `level` bootstrap interval:
+    resample the units with replacement `n_boot` times and take the percentiles of the resampled means."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or not len(v): raise ValueError(f"values must be a non-empty 1-D array, not shape {v.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))   # (n_boot, n): resampled units
+    means = v[idx].mean(1)
+    a = (1 - level) / 2
+    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+def paired_verdict(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Compare two methods scored on the same units (higher is better): the mean difference a - b, its bootstrap
+    interval (units resampled together, so the pairing is kept), and the verdict the interval supports:
+    'beats' (interval above 0), 'loses to' (below 0) or 'ties' (it contains 0)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape: raise ValueError(f"paired scores must have the same shape, not {a.shape} and {b.shape}")
+    diff, lo, hi = bootstrap_ci(a - b, n_boot, level, seed)
+    return {"diff": diff, "lo": lo, "hi": hi, "verdict": "beats" if lo > 0 else "loses to" if hi < 0 else "ties"}
