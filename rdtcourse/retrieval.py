@@ -228,7 +228,7 @@ def beam_search(model: DecoderRetrievalModel, contexts: list, corpus_ids: torch.
     T = int(lengths.max())
     tokens = torch.zeros(B, T, dtype=torch.long, device=device)                # right-padded histories
     for i, c in enumerate(contexts):
-        if len(c): tokens[i, : len(c) * L] = corpus_ids[torch.as_tensor(c)].flatten().to(device)
+        if len(c): tokens[i, : len(c) * L] = corpus_ids[torch.tensor(c)].flatten().to(device)   # a copy: histories are read-only views
     cache = KVCache(len(model.blocks))
     logits = model(tokens, cache=cache).logits                                  # (B, T, K): the histories, once
     logits = logits[torch.arange(B), lengths - 1]                               # (B, K): level 0 of the next item
