@@ -164,6 +164,16 @@ class DecoderRetrievalModel(nn.Module):
         if targets is not None: loss = F.cross_entropy(logits.reshape(-1, self.K), targets.reshape(-1), ignore_index=-100)
         return ModelOutput(logits, loss)
 
+    @torch.no_grad()
+    def init_from_codebooks(self, codebooks: torch.Tensor) -> None:
+        """Start the code embeddings at the RQ-VAE's code vectors (L levels, K codes, D dims; D <= embedding_dim),
+        rescaled to the spread of the usual initialisation: codes that are close in the RQ-VAE start close here."""
+        n, K, D = codebooks.shape
+        E = self.tok_emb.embedding_dim
+        if D > E or K > self.K or n > self.L: raise ValueError(f"codebooks {tuple(codebooks.shape)} do not fit {self.L} levels x {self.K} codes x {E} dims")
+        w = self.tok_emb.weight.view(self.L, self.K, E)
+        w[:n, :K, :D] = codebooks.to(w) / codebooks.std() * 0.02      # the collision digit's rows stay random
+
     def num_params(self) -> int: return sum(p.numel() for p in self.parameters())
 
 def _init_weights(m):
@@ -234,7 +244,7 @@ def beam_search(model: DecoderRetrievalModel, contexts: list, corpus_ids: torch.
     logits = logits[torch.arange(B), lengths - 1]                               # (B, K): level 0 of the next item
     history = list(cache.layers)
     hist_mask = torch.arange(T, device=device)[None] < lengths[:, None]         # (B, T): padding after each history
-    excluded = [PrefixTrie.counts_of(corpus_ids[torch.as_tensor(np.asarray(e, dtype=np.int64))]) if e is not None and len(e) else None
+    excluded = [PrefixTrie.counts_of(corpus_ids[torch.tensor(np.asarray(e, dtype=np.int64))]) if e is not None and len(e) else None
                 for e in (exclude or [None] * B)]
 
     def mask(prefixes, rows):   # (len(prefixes), K): -inf where the trie forbids the code
@@ -353,10 +363,10 @@ def rank_sasrec(model: SASRec, contexts: list, seen: list | None, k: int = 10, b
     for s in range(0, len(contexts), batch_size):
         ctx = contexts[s:s + batch_size]
         x = torch.full((len(ctx), max(len(c) for c in ctx)), -1, dtype=torch.long)
-        for i, c in enumerate(ctx): x[i, : len(c)] = torch.as_tensor(c)
+        for i, c in enumerate(ctx): x[i, : len(c)] = torch.tensor(np.asarray(c))   # a copy: histories are read-only views
         logits = model(x.to(device)).logits[torch.arange(len(ctx)), torch.tensor([len(c) - 1 for c in ctx])]   # (b, n_items)
         if seen is not None:
-            for i, sn in enumerate(seen[s:s + batch_size]): logits[i, torch.as_tensor(sn, dtype=torch.long)] = float("-inf")
+            for i, sn in enumerate(seen[s:s + batch_size]): logits[i, torch.tensor(np.asarray(sn, dtype=np.int64))] = float("-inf")
         out.append(logits.topk(k, -1).indices.cpu())
     return torch.cat(out)
 
@@ -379,18 +389,19 @@ class RetrievalConfig:
     max_seq_len: int = 20              # items the model reads at once, the newest (TIGER: 20); 50+ on a GPU for MovieLens' long histories
     max_items: int = 0                 # 0: every movie; N: the first N (must match the RQ-VAE's; the CI tier)
     max_users: int = 0                 # 0: every user; N: the first N (the CI tier)
-    embedding_dim: int = 64            # token embedding width (the brief: the RQ-VAE's latent width)
+    embedding_dim: int = 32            # token embedding width (the brief: the RQ-VAE's latent width, 32 in chapter 7)
+    init_codes: str = "rqvae"          # "rqvae": code embeddings start at the RQ-VAE's code vectors; "random": GPT-2's init
     d_out: int = 128                   # transformer width (SASRec uses it for its item embeddings too)
     num_heads: int = 4                 # attention heads
     n_layers: int = 2                  # transformer blocks (TIGER: 4 + 4 encoder-decoder on a GPU)
     dropout: float = 0.0               # dropout in the blocks and embeddings (0 on CPU: attention dropout doubles the step time
                                        # there, and choosing the checkpoint on validation guards against over-fitting; 0.1-0.2 on a GPU)
-    iterations: int = 800              # optimizer steps (3-4 minutes on 2 CPU cores; far more on a GPU)
+    iterations: int = 1600             # optimizer steps (about 7 minutes on 2 CPU cores; far more on a GPU)
     batch_size: int = 64               # user windows per micro-batch
     gradient_accumulate_every: int = 1 # micro-batches per optimizer step (effective batch = batch_size x this)
     lr: float = 3e-3                   # peak learning rate (AdamW); 1e-3 learned the catalogue too slowly for a CPU budget
     min_lr: float = 3e-4               # end of the cosine decay
-    warmup_steps: int = 40             # linear warm-up steps
+    warmup_steps: int = 80             # linear warm-up steps
     weight_decay: float = 0.01         # AdamW weight decay
     grad_clip: float = 1.0             # clip the gradient norm (0: off)
     beam_width: int = 10               # beams in validation and evaluation (>= 10 for Recall@10)
@@ -406,6 +417,7 @@ class RetrievalConfig:
 
     def __post_init__(self):
         if self.model not in ("tiger", "sasrec"): raise ConfigError(f"model={self.model!r} must be 'tiger' or 'sasrec'")
+        if self.init_codes not in ("rqvae", "random"): raise ConfigError(f"init_codes={self.init_codes!r} must be 'rqvae' or 'random'")
         if self.dataset not in DATASETS: raise ConfigError(f"dataset={self.dataset!r} must be one of {', '.join(DATASETS)}")
         for k in ("max_seq_len", "iterations", "batch_size", "gradient_accumulate_every", "beam_width", "eval_every", "save_model_every"):
             if getattr(self, k) < 1: raise ConfigError(f"{k}={getattr(self, k)} must be a positive integer")
@@ -424,9 +436,15 @@ def build_model(cfg: RetrievalConfig, tokenizer: SemanticIdTokenizer, n_items: i
         return SASRec(n_items, cfg.d_out, cfg.num_heads, cfg.n_layers, cfg.max_seq_len, cfg.dropout)
     # one vocabulary size for every level: the codebook size, or more if a collision group is larger than it
     K = max(tokenizer.quantizer.codebook_size, int(tokenizer.corpus_ids.max()) + 1)
-    return DecoderRetrievalModel(embedding_dim=cfg.embedding_dim, d_out=cfg.d_out, dropout=cfg.dropout, num_heads=cfg.num_heads,
-                                 n_layers=cfg.n_layers, num_embeddings=K, sem_id_dim=tokenizer.sem_ids_dim,
-                                 max_pos=seq_positions(cfg.max_seq_len, tokenizer.sem_ids_dim))
+    model = DecoderRetrievalModel(embedding_dim=cfg.embedding_dim, d_out=cfg.d_out, dropout=cfg.dropout, num_heads=cfg.num_heads,
+                                  n_layers=cfg.n_layers, num_embeddings=K, sem_id_dim=tokenizer.sem_ids_dim,
+                                  max_pos=seq_positions(cfg.max_seq_len, tokenizer.sem_ids_dim))
+    if cfg.init_codes == "rqvae":
+        codebooks = tokenizer.quantizer.codebooks.detach()
+        if codebooks.size(-1) > cfg.embedding_dim:
+            raise ConfigError(f"embedding_dim={cfg.embedding_dim} is narrower than the RQ-VAE's codes ({codebooks.size(-1)}); raise it or set init_codes=random")
+        model.init_from_codebooks(codebooks)
+    return model
 
 def seq_positions(max_seq_len: int, sem_id_dim: int) -> int: return max_seq_len * sem_id_dim   # the brief's max_pos
 

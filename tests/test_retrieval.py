@@ -164,6 +164,20 @@ def test_sasrec_trains_and_both_models_rank_unseen_items(small):
     assert np.mean(losses[-5:]) < np.mean(losses[:5])                 # the loss falls
 
 
+def test_code_embeddings_start_at_the_rqvae_codebooks(small):
+    _, (_, seq, tokenizer), base = small
+    from rdtcourse.retrieval import build_model
+    cb = tokenizer.quantizer.codebooks.detach()                        # (3 levels, 8 codes, 8 dims)
+    torch.manual_seed(0); m = build_model(RetrievalConfig(**base), tokenizer, seq.n_items)
+    w = m.tok_emb.weight.view(m.L, m.K, -1)
+    assert torch.allclose(w[:3, :8, :8], cb / cb.std() * 0.02)        # every level's codes, rescaled
+    torch.manual_seed(0); r = build_model(RetrievalConfig(**{**base, "init_codes": "random"}), tokenizer, seq.n_items)
+    assert torch.equal(w[3], r.tok_emb.weight.view(r.L, r.K, -1)[3])  # the collision digit keeps the usual init
+    assert not torch.allclose(r.tok_emb.weight.view(r.L, r.K, -1)[:3, :8, :8], w[:3, :8, :8])
+    with pytest.raises(ConfigError, match="embedding_dim=4"):
+        build_model(RetrievalConfig(**{**base, "embedding_dim": 4}), tokenizer, seq.n_items)
+
+
 def test_popularity_never_recommends_seen_items(small):
     _, (_, seq, _), _ = small
     ranked = popularity_ranking(seq, "test", k=10)
@@ -174,6 +188,7 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="model='gpt'"): RetrievalConfig(model="gpt")
     with pytest.raises(ConfigError, match="max_seq_len=1"): RetrievalConfig(max_seq_len=1)
     with pytest.raises(ConfigError, match="dataset='ml-20m'"): RetrievalConfig(dataset="ml-20m")
+    with pytest.raises(ConfigError, match="init_codes='zeros'"): RetrievalConfig(init_codes="zeros")
 
 
 def test_cli_recommend_eval_and_errors(small):
