@@ -396,7 +396,7 @@ class RetrievalConfig:
     n_layers: int = 2                  # transformer blocks (TIGER: 4 + 4 encoder-decoder on a GPU)
     dropout: float = 0.0               # dropout in the blocks and embeddings (0 on CPU: attention dropout doubles the step time
                                        # there, and choosing the checkpoint on validation guards against over-fitting; 0.1-0.2 on a GPU)
-    iterations: int = 1600             # optimizer steps (about 7 minutes on 2 CPU cores; far more on a GPU)
+    iterations: int = 1400             # optimizer steps (about 6 minutes on 2 CPU cores; far more on a GPU)
     batch_size: int = 64               # user windows per micro-batch
     gradient_accumulate_every: int = 1 # micro-batches per optimizer step (effective batch = batch_size x this)
     lr: float = 3e-3                   # peak learning rate (AdamW); 1e-3 learned the catalogue too slowly for a CPU budget
@@ -406,6 +406,7 @@ class RetrievalConfig:
     grad_clip: float = 1.0             # clip the gradient norm (0: off)
     beam_width: int = 10               # beams in validation and evaluation (>= 10 for Recall@10)
     eval_every: int = 200              # validate (Recall@10 on each user's validation item) and keep the best
+    patience: int = 2                  # stop after this many validations without a better Recall@10 (0: never stop early)
     save_model_every: int = 400        # numbered checkpoints every this many iterations, and at the end
     keep_last: int = 2                 # numbered checkpoints kept
     mixed_precision: str = "no"        # accelerate's "no", "fp16" or "bf16" (GPU)
@@ -419,6 +420,7 @@ class RetrievalConfig:
         if self.model not in ("tiger", "sasrec"): raise ConfigError(f"model={self.model!r} must be 'tiger' or 'sasrec'")
         if self.init_codes not in ("rqvae", "random"): raise ConfigError(f"init_codes={self.init_codes!r} must be 'rqvae' or 'random'")
         if self.dataset not in DATASETS: raise ConfigError(f"dataset={self.dataset!r} must be one of {', '.join(DATASETS)}")
+        if self.patience < 0: raise ConfigError(f"patience={self.patience} must not be negative")
         for k in ("max_seq_len", "iterations", "batch_size", "gradient_accumulate_every", "beam_width", "eval_every", "save_model_every"):
             if getattr(self, k) < 1: raise ConfigError(f"{k}={getattr(self, k)} must be a positive integer")
         if self.max_seq_len < 2: raise ConfigError(f"max_seq_len={self.max_seq_len} must be >= 2 (a context and a target)")
@@ -492,6 +494,7 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
                               f"use the config it was written with ({Path(checkpoint).parent / 'config.yaml'})")
         ck.resume(model, opt, sched, path=checkpoint, state=state)
         step = int(state["step"])
+    stale = state["extra"].get("stale", 0) if checkpoint else 0          # validations since the last improvement
     model, opt = accelerator.prepare(model, opt)
     corpus_ids = tokenizer.corpus_ids.to(accelerator.device)
     save_config(cfg, out)
@@ -522,12 +525,16 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
             evaluated = step % cfg.eval_every == 0 or step == cfg.iterations
             if evaluated:
                 last_val = validate_recall(accelerator.unwrap_model(model), tokenizer, seq, cfg)
+                stale = 0 if ck.is_better(last_val["recall_10"]) else stale + 1
                 log.log(step, **{f"val/{k}": v for k, v in last_val.items()})
                 log.write(f"iteration {step}: loss {total_loss:.4f}, validation Recall@10 {last_val['recall_10']:.4f}, "
                           f"NDCG@10 {last_val['ndcg_10']:.4f}")
             if evaluated or step % cfg.save_model_every == 0:   # evaluations are saved too: the best one is kept
-                ck.save(accelerator.unwrap_model(model), opt, sched, step=step, config=cfg, extra=extra,
+                ck.save(accelerator.unwrap_model(model), opt, sched, step=step, config=cfg, extra={**extra, "stale": stale},
                         metrics={f"val_{k}": v for k, v in last_val.items()} if evaluated else {})
+            if evaluated and cfg.patience and stale >= cfg.patience and step < cfg.iterations:
+                log.write(f"stopping early at iteration {step}: no better validation Recall@10 in {stale} validations")
+                break
     seconds = time.time() - t0
     best = ck.best_value if ck.best_value is not None else float("nan")
     print(f"trained {cfg.model} to iteration {step} in {seconds:.0f}s; best validation Recall@10 {best:.4f} ({ck.best_path})")

@@ -164,6 +164,14 @@ def test_sasrec_trains_and_both_models_rank_unseen_items(small):
     assert np.mean(losses[-5:]) < np.mean(losses[:5])                 # the loss falls
 
 
+def test_patience_stops_a_run_that_no_longer_improves(small):
+    out, data, base = small
+    cfg = RetrievalConfig(**{**base, "lr": 1e-9, "min_lr": 1e-10}, iterations=40, patience=2, out_dir=str(out / "p"))
+    r = train_retrieval(cfg, data=data, bar=False)      # a rate this small never changes Recall@10 after the first check
+    assert r["step"] == 12                               # validations at 4 (best), 8 and 12 (no better): stop
+    assert (out / "p" / "checkpoint_12.pt").exists() and not (out / "p" / "checkpoint_16.pt").exists()
+
+
 def test_code_embeddings_start_at_the_rqvae_codebooks(small):
     _, (_, seq, tokenizer), base = small
     from rdtcourse.retrieval import build_model
