@@ -18,6 +18,7 @@ from . import train as gtrain
 from . import rdt_train as rtrain
 from . import rqvae as rq
 from . import retrieval as ret
+from . import sft
 
 # %% ../nbs/99_cli.ipynb #139c6251
 def _cmd_course(args) -> int:
@@ -114,6 +115,38 @@ def _cmd_retrieval_recommend(args) -> int:
     titles = movies.movies.title
     print(f"user {args.user} rated {len(history):,} movies; the last: {titles.iloc[history[-1]]}")
     for i, r in enumerate(recs, 1): print(f"{i:3}. {titles.iloc[r]}" + (" (seen)" if r in set(history.tolist()) else ""))
+    return 0
+
+def _cmd_sft_base(args) -> int:
+    hf = sft.make_base_model(args.out_dir, steps=args.steps, vocab_size=args.vocab_size)
+    print(f"wrote {hf}: a GPT-2 model folder with its tokenizer (AutoModelForCausalLM / AutoTokenizer load it)")
+    return 0
+
+def _cmd_sft_data(args) -> int:
+    if args.train < 1 or args.test < 1: raise ValueError(f"--train {args.train} and --test {args.test} must be at least 1")
+    train_rows, test_rows = sft.make_tow_data(args.train, args.test, args.max_steps, args.max_operand, seed=args.seed)
+    out = Path(args.out_dir)
+    for name, rows, kind in (("tow_train", train_rows, "tow"), ("plain_train", train_rows, "plain"), ("test", test_rows, "tow")):
+        print(f"wrote {sft.write_jsonl(rows, out / f'{name}.jsonl', kind)} ({len(rows):,} rows)")
+    return 0
+
+def _cmd_sft_train(args) -> int:
+    sft.train_sft(config_from_args(sft.FlatArguments, args))
+    return 0
+
+def _cmd_sft_generate(args) -> int:
+    if args.max_new_tokens < 1: raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
+    model, tok = sft.load_finetuned(args.model)
+    print(sft.generate_completions(model, tok, [args.prompt], args.max_new_tokens, show_thoughts=args.show_thoughts)[0])
+    return 0
+
+def _cmd_sft_eval(args) -> int:
+    rows = sft.read_jsonl(args.data, fields=("prompt", "answer"))
+    model, tok = sft.load_finetuned(args.model)
+    ok, _ = sft.answer_accuracy(model, tok, rows)
+    from rdtcourse.core import bootstrap_ci
+    m, lo, hi = bootstrap_ci(ok)
+    print(f"{args.model} on {args.data}: exact match {m:.3f} [{lo:.3f}, {hi:.3f}] over {len(rows):,} problems (95% bootstrap)")
     return 0
 
 def _cmd_data_list(args) -> int:
@@ -232,6 +265,36 @@ def build_parser() -> argparse.ArgumentParser:
     rrec.add_argument("--include-seen", action="store_true", help="allow movies the user has already rated")
     rrec.add_argument("--rqvae", default=None, help="the semantic IDs, if not where the checkpoint's config says")
     rrec.set_defaults(func=_cmd_retrieval_recommend)
+
+    s = sub.add_parser("sft", help="chapter 9: ToW supervised fine-tuning of a Hugging Face model with accelerate",
+                       description="Make the offline base and the ToW data, fine-tune, generate and evaluate.")
+    ssub = s.add_subparsers(dest="verb", metavar="VERB", required=True)
+    sb = ssub.add_parser("base", help="make the offline base model (digit-splitting BPE + GPT, Hugging Face format)")
+    sb.add_argument("--out-dir", default="runs/sft/base", help="where it goes; the model folder is OUT_DIR/hf (default: %(default)s)")
+    sb.add_argument("--steps", type=int, default=600, help="pre-training steps (default: %(default)s)")
+    sb.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary (default: %(default)s)")
+    sb.set_defaults(func=_cmd_sft_base)
+    sd = ssub.add_parser("data", help="write the ToW and plain word-problem files (JSON lines)")
+    sd.add_argument("--out-dir", default="runs/sft/data", help="folder for tow_train/plain_train/test.jsonl (default: %(default)s)")
+    sd.add_argument("--train", type=int, default=20000, help="training problems (default: %(default)s)")
+    sd.add_argument("--test", type=int, default=400, help="held-out problems (default: %(default)s)")
+    sd.add_argument("--max-steps", type=int, default=3, help="most additions/subtractions per problem (default: %(default)s)")
+    sd.add_argument("--max-operand", type=int, default=9, help="largest number in a problem (default: %(default)s)")
+    sd.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    sd.set_defaults(func=_cmd_sft_data)
+    st = ssub.add_parser("train", help="fine-tune (FlatArguments through --config/--set); torchrun runs it on several processes",
+                         description="The brief's accelerate loop: masked prompts, ToW tokens, save_state checkpoints, save_pretrained.")
+    add_config_args(st, device=False); st.set_defaults(func=_cmd_sft_train)
+    sg = ssub.add_parser("generate", help="print a model's completion of a prompt")
+    sg.add_argument("--model", required=True, help="a model folder (sft train's output_dir, or the base)")
+    sg.add_argument("--prompt", required=True, help="the prompt, e.g. 'Question: ... How many ...?\\nAnswer:'")
+    sg.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to write (default: %(default)s)")
+    sg.add_argument("--show-thoughts", action="store_true", help="keep the <ToW> thoughts in the printed completion")
+    sg.set_defaults(func=_cmd_sft_generate)
+    se = ssub.add_parser("eval", help="exact match of the final answer on a JSON-lines file with prompt and answer")
+    se.add_argument("--model", required=True, help="a model folder")
+    se.add_argument("--data", required=True, help="JSON lines with 'prompt' and 'answer' (sft data writes test.jsonl)")
+    se.set_defaults(func=_cmd_sft_eval)
 
     d = sub.add_parser("data", help="the embedded corpora")
     dsub = d.add_subparsers(dest="verb", metavar="VERB", required=True)

@@ -90,13 +90,17 @@ def _fast(tok_obj, **special):
     from transformers import PreTrainedTokenizerFast
     return PreTrainedTokenizerFast(tokenizer_object=tok_obj, **special)
 
-def train_bpe(texts, vocab_size: int = 24_000, special_tokens=(EOT,), min_frequency: int = 2, show_progress: bool = False):
-    "Train a byte-level BPE tokenizer (GPT-2 style) on `texts` (a string or an iterable of strings); a `transformers` fast tokenizer."
+def train_bpe(texts, vocab_size: int = 24_000, special_tokens=(EOT,), min_frequency: int = 2, show_progress: bool = False,
+              split_digits: bool = False):
+    """Train a byte-level BPE tokenizer (GPT-2 style) on `texts` (a string or an iterable of strings); a `transformers` fast tokenizer.
+    `split_digits`: every digit is its own token (as in LLaMA), so "1234" never becomes one arbitrary merged piece."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     if vocab_size < 256 + len(special_tokens):
         raise ValueError(f"vocab_size={vocab_size} must be at least {256 + len(special_tokens)}: the 256 bytes plus the special tokens")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # bytes -> printable symbols, GPT-2 word splitting
+    if split_digits:   # cut between digits first, so no merge can join two of them
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
     tok.decoder = decoders.ByteLevel()                                     # and back to bytes -> text
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
