@@ -124,9 +124,9 @@ def _cmd_sft_base(args) -> int:
 
 def _cmd_sft_data(args) -> int:
     if args.train < 1 or args.test < 1: raise ValueError(f"--train {args.train} and --test {args.test} must be at least 1")
-    train_rows, test_rows = sft.make_tow_data(args.train, args.test, args.max_steps, args.max_operand, seed=args.seed)
+    train_rows, val_rows, test_rows = sft.make_tow_data(args.train, args.test, args.test, args.max_steps, args.max_operand, seed=args.seed)
     out = Path(args.out_dir)
-    for name, rows, kind in (("tow_train", train_rows, "tow"), ("plain_train", train_rows, "plain"), ("test", test_rows, "tow")):
+    for name, rows, kind in (("tow_train", train_rows, "tow"), ("plain_train", train_rows, "plain"), ("val", val_rows, "tow"), ("test", test_rows, "tow")):
         print(f"wrote {sft.write_jsonl(rows, out / f'{name}.jsonl', kind)} ({len(rows):,} rows)")
     return 0
 
@@ -275,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary (default: %(default)s)")
     sb.set_defaults(func=_cmd_sft_base)
     sd = ssub.add_parser("data", help="write the ToW and plain word-problem files (JSON lines)")
-    sd.add_argument("--out-dir", default="runs/sft/data", help="folder for tow_train/plain_train/test.jsonl (default: %(default)s)")
+    sd.add_argument("--out-dir", default="runs/sft/data", help="folder for tow_train/plain_train/val/test.jsonl (default: %(default)s)")
     sd.add_argument("--train", type=int, default=20000, help="training problems (default: %(default)s)")
-    sd.add_argument("--test", type=int, default=400, help="held-out problems (default: %(default)s)")
+    sd.add_argument("--test", type=int, default=400, help="validation and test problems, each (default: %(default)s)")
     sd.add_argument("--max-steps", type=int, default=3, help="most additions/subtractions per problem (default: %(default)s)")
     sd.add_argument("--max-operand", type=int, default=9, help="largest number in a problem (default: %(default)s)")
     sd.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")

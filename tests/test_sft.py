@@ -19,7 +19,7 @@ def setup(tmp_path_factory):
     "A tiny base model and a small ToW data set, shared by the tests of this module."
     out = tmp_path_factory.mktemp("sft")
     base = make_base_model(out / "base", steps=20, vocab_size=400, n_layer=1, n_head=2, n_embd=32, block_size=128, bar=False)
-    train_rows, test_rows = make_tow_data(64, 16, max_steps=2, seed=0)
+    train_rows, _, test_rows = make_tow_data(64, 16, 16, max_steps=2, seed=0)
     files = {k: write_jsonl(train_rows, out / f"{k}.jsonl", k) for k in ("tow", "plain")}
     files["test"] = write_jsonl(test_rows, out / "test.jsonl", "tow")
     return out, base, files, train_rows, test_rows
@@ -37,9 +37,11 @@ def _weights(folder) -> dict:
 
 
 def test_held_out_problems_share_no_arithmetic_with_training():
-    train, test = make_tow_data(2000, 300, max_steps=4, seed=1)
+    train, val, test = make_tow_data(2000, 300, 300, max_steps=4, max_operand=20, seed=1)
     keys = {tuple(r["operands"]) for r in train}
-    assert not any(tuple(r["operands"]) in keys for r in test)
+    val_keys = {tuple(r["operands"]) for r in val}
+    assert not any(tuple(r["operands"]) in keys or tuple(r["operands"]) in val_keys for r in test)
+    assert not any(k in keys for k in val_keys)
     assert {r["steps"] for r in test} == {1, 2, 3, 4}
     for r in train[:200]:
         assert final_answer(r["tow"]) == final_answer(r["plain"]) == r["answer"] >= 0
