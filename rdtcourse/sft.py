@@ -211,8 +211,8 @@ def context_length(model) -> int | None:
     c = model.config
     return next((getattr(c, k) for k in ("max_position_embeddings", "n_positions") if getattr(c, k, None)), None)
 
-def prepare_dataset(args: "FlatArguments", tokenizer, max_length: int | None = None):
-    """The training set, tokenized: rows from `train_file` (or `dataset_name`, online), mapped through
+def prepare_dataset(args, tokenizer, max_length: int | None = None):
+    """The training set of `args` (a `FlatArguments`, section 5), tokenized: rows from `train_file` (or `dataset_name`, online), mapped through
     `encode_with_ToW` in batches, cut to `max_length` (default: args.max_seq_length). Returns (dataset,
     {"examples", "dropped"}); errors name the file and the field."""
     from datasets import Dataset, load_dataset
