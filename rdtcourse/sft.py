@@ -32,7 +32,7 @@ ITEMS = ("apples", "marbles", "stickers", "books", "coins", "shells", "cards", "
 GAINS = ("{x} finds {n} more.", "{x} buys {n} more.", "A friend gives {x} {n} more.", "{x} wins {n} more.")
 LOSSES = ("{x} gives away {n}.", "{x} loses {n}.", "{x} sells {n}.", "{x} gives {n} to a friend.")
 
-def make_problem(rng: np.random.Generator, n_steps: int, max_operand: int = 20) -> dict:
+def make_problem(rng: np.random.Generator, n_steps: int, max_operand: int = 9) -> dict:
     """One word problem of `n_steps` additions and subtractions: its prompt, the plain completion, the ToW completion
     (the same sentence with a thought before the answer word), the answer, the step count and the operand tuple."""
     name, item = NAMES[rng.integers(len(NAMES))], ITEMS[rng.integers(len(ITEMS))]
