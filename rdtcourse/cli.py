@@ -137,7 +137,8 @@ def _cmd_sft_train(args) -> int:
 def _cmd_sft_generate(args) -> int:
     if args.max_new_tokens < 1: raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
     model, tok = sft.load_finetuned(args.model)
-    print(sft.generate_completions(model, tok, [args.prompt], args.max_new_tokens, show_thoughts=args.show_thoughts)[0])
+    prompt = args.prompt.replace("\\n", "\n")   # a typed \n is a newline, as in the training prompts ("...?\nAnswer:")
+    print(sft.generate_completions(model, tok, [prompt], args.max_new_tokens, show_thoughts=args.show_thoughts)[0])
     return 0
 
 def _cmd_sft_eval(args) -> int:
@@ -180,7 +181,7 @@ def _cmd_lab(args) -> int:
             raise ValueError(f"JupyterLab exited with code {code}" + (f": {errors[-1]}" if errors else f"; see {log_path}"))
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGTERM)
-            try: proc.wait(timeout=20)
+            try: proc.wait(timeout=10)   # a server still shutting kernels down after 10 s is killed
             except subprocess.TimeoutExpired: proc.kill(); proc.wait()
             print("JupyterLab stopped.")
             return 0
