@@ -1,4 +1,4 @@
-"""Device choice, seeding, configs, checkpoints and run logging: the five things every chapter needs and none should write twice.
+"""Device choice, seeding, configs, checkpoints, run logging and multi-process runs: the six things every chapter needs and none should write twice.
 
 Docs: https://rdtcourse.github.io/rdtcourse/core.html.md"""
 
@@ -8,7 +8,8 @@ Docs: https://rdtcourse.github.io/rdtcourse/core.html.md"""
 __all__ = ['PRESETS_DIR', 'get_device', 'seed_everything', 'rng_state', 'set_rng_state', 'ConfigError', 'preset_path',
            'load_config', 'config_dict', 'save_config', 'atomic_write_text', 'add_config_args', 'config_from_args',
            'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'FinalLineBar', 'headless',
-           'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics', 'bootstrap_ci', 'paired_verdict']
+           'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics', 'bootstrap_ci', 'paired_verdict',
+           'NullLogger', 'Distributed']
 
 # %% ../nbs/00_core.ipynb #8c8b76ed
 import os
@@ -420,3 +421,113 @@ def paired_verdict(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
     if a.shape != b.shape: raise ValueError(f"paired scores must have the same shape, not {a.shape} and {b.shape}")
     diff, lo, hi = bootstrap_ci(a - b, n_boot, level, seed)
     return {"diff": diff, "lo": lo, "hi": hi, "verdict": "beats" if lo > 0 else "loses to" if hi < 0 else "ties"}
+
+# %% ../nbs/00_core.ipynb #fe0d390b
+import contextlib, gc
+from datetime import timedelta
+import torch.distributed as tdist
+
+class NullLogger:
+    "What processes other than the main one log: nothing (one bar, one log file, one TensorBoard per run)."
+    def progress(self, *a, **k): pass
+    def log(self, *a, **k): pass
+    def write(self, *a, **k): pass
+    def close(self): pass
+    def __enter__(self): return self
+    def __exit__(self, *exc): pass
+
+class Distributed:
+    """This process's place in a run of one or more processes. Under `torchrun` (RANK, LOCAL_RANK, WORLD_SIZE set)
+    it joins the process group (gloo on CPUs, nccl on GPUs); without them it is a single process and every
+    collective below is a no-op. Use it as a context manager: the exit is the clean shutdown on every rank."""
+    def __init__(self, device: str | None = None,  # "auto"/None, "cpu", "cuda"...; under torchrun a GPU is cuda:LOCAL_RANK
+                 threads: int | None = None,       # intra-op threads per process (default: the cores shared out)
+                 timeout_s: float = 600):          # how long a collective waits for a missing rank before failing
+        env = os.environ
+        self.rank, self.world_size = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+        self.local_rank, local_world = int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1))
+        dev = get_device(None if device in (None, "", "auto") else device)
+        if dev.type == "cuda" and "LOCAL_RANK" in env:              # one GPU per process
+            dev = torch.device("cuda", self.local_rank); torch.cuda.set_device(dev)
+        self.device, self.backend = dev, ("nccl" if dev.type == "cuda" else "gloo")
+        # torchrun sets OMP_NUM_THREADS=1 for every process; on a CPU that leaves cores idle, so share them out
+        if threads or (dev.type == "cpu" and "LOCAL_WORLD_SIZE" in env):
+            torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local_world))
+        self._owns = self.world_size > 1 and not tdist.is_initialized()
+        if self._owns: tdist.init_process_group(self.backend, timeout=timedelta(seconds=timeout_s))
+
+    @property
+    def is_main(self) -> bool: return self.rank == 0
+    @property
+    def enabled(self) -> bool: return self.world_size > 1
+
+    def print(self, *args, **kwargs) -> None:
+        "print on rank 0 only."
+        if self.is_main: print(*args, **kwargs, flush=True)
+
+    def barrier(self) -> None:
+        "Wait until every rank gets here (e.g. after rank 0 writes a file the others read)."
+        if self.enabled: tdist.barrier()
+
+    def all_reduce(self, value, op: str = "mean"):
+        "A number or tensor summed ('sum') or averaged ('mean') over ranks; a float in, a float out."
+        if op not in ("sum", "mean"): raise ValueError(f"op {op!r} must be 'sum' or 'mean'")
+        if not self.enabled: return value
+        t = torch.as_tensor(value, dtype=torch.float64 if not torch.is_tensor(value) else None).clone().to(self.device)
+        tdist.all_reduce(t)
+        if op == "mean": t = t / self.world_size
+        return t.item() if not torch.is_tensor(value) else t
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        "`model` in DistributedDataParallel when there are several ranks (gradients averaged in backward), else itself."
+        if not self.enabled: return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # device_ids only for GPUs: DDP refuses them for CPU modules
+        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def sync_grads(self, model: torch.nn.Module, sync: bool = True):
+        "A context for one micro-step: DDP's all-reduce runs only when `sync` (the last micro-step of an accumulation)."
+        return model.no_sync() if self.enabled and not sync and hasattr(model, "no_sync") else contextlib.nullcontext()
+
+    def average_grads(self, model: torch.nn.Module) -> None:
+        "What DDP does in backward, by hand, for models trained through methods other than forward: mean the gradients over ranks."
+        if not self.enabled: return
+        params = [p for p in model.parameters() if p.requires_grad]
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])  # one message
+        tdist.all_reduce(flat); flat /= self.world_size
+        for p, g in zip(params, flat.split([p.numel() for p in params])): p.grad = g.view_as(p).clone()
+
+    def gather_rng(self) -> list:
+        "Every rank's `rng_state()`, in rank order (a checkpoint keeps them all, so each rank resumes its own stream)."
+        if not self.enabled: return [rng_state()]
+        out = [None] * self.world_size
+        tdist.all_gather_object(out, rng_state())
+        return out
+
+    def restore_rng(self, states, seed: int, step: int) -> bool:
+        "Restore this rank's generators from `gather_rng` output; if the world size changed, reseed from (seed, step, rank). True if exact."
+        if states is not None and len(states) == self.world_size: set_rng_state(states[self.rank]); return True
+        seed_everything(seed + 1_000_003 * step + self.rank)
+        return False
+
+    def logger(self, *args, **kwargs):
+        "A `RunLogger` on rank 0, a `NullLogger` elsewhere."
+        return RunLogger(*args, **kwargs) if self.is_main else NullLogger()
+
+    def close(self) -> None:
+        "The clean shutdown: free what gloo still references, wait for every rank, then leave the group."
+        if not self._owns or not tdist.is_initialized(): return
+        gc.collect()                       # DDP buckets and optimizer state released before the group goes
+        tdist.barrier()                    # nobody destroys the group while another rank still talks to it
+        tdist.destroy_process_group()
+        self._owns = False
+
+    def __enter__(self): return self
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None: self.close()
+        # on an error, no barrier: the other ranks may never reach it. The process exits non-zero and torchrun
+        # stops the rest of the group at once.
+        return False
+
+    def __repr__(self): return f"Distributed(rank={self.rank}, world_size={self.world_size}, device={self.device}, backend={self.backend})"
+

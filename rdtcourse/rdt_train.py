@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (Checkpointer, CheckpointError, ConfigError, RunLogger, get_device,
+from .core import (Checkpointer, CheckpointError, ConfigError, Distributed, RunLogger, get_device,
                             load_checkpoint, load_config, save_config, seed_everything, PRESETS_DIR)
 from .data import load_text, load_tokens, load_wikitext, read_meta
 from .tokenizer import encode_corpus, load_tokenizer, train_wordpiece
@@ -181,17 +181,24 @@ def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device,
 
 # %% ../nbs/06_rdt_train.ipynb #97096665
 def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
-    "Train RDT as `cfg` says (resuming from `checkpoint` if given); a summary with losses, steps, timings and paths."
+    "Train RDT as `cfg` says (resuming from `checkpoint` if given), in one process or in each of torchrun's; a summary with losses, steps, timings and paths."
+    with Distributed(cfg.training.device) as dist:   # torchrun's ranks, or a single process; a clean shutdown on exit
+        return _train_rdt(cfg, dist, checkpoint, bar)
+
+def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict:
     t, d = cfg.training, cfg.data
-    device = get_device(None if t.device == "auto" else t.device)
-    seed_everything(t.seed)
+    device = dist.device
+    seed_everything(t.seed)                           # the same initial weights on every rank
+    if dist.is_main: prepare_rdt_data(d)              # rank 0 tokenizes; the others then read its cache
+    dist.barrier()
     tok, train_tokens, val_tokens = prepare_rdt_data(d)
     model = RDT.from_config(cfg.model, len(tok), tok.mask_token_id, d.max_seq_length).to(device)
+    if dist.enabled: seed_everything(t.seed + dist.rank)   # then each rank its own masks and chains
     opt = make_optimizer(model, SimpleNamespace(lr=t.learning_rate, weight_decay=t.weight_decay, beta1=0.9, beta2=0.999))
     train_ds = RandomSegments(train_tokens, d.max_seq_length, seed=t.seed)
-    steps_per_epoch = len(train_ds) // t.batch_size
+    steps_per_epoch = len(train_ds) // (t.batch_size * dist.world_size)   # batch_size segments per rank and step
     if t.steps_per_epoch: steps_per_epoch = min(steps_per_epoch, t.steps_per_epoch)
-    if steps_per_epoch < 1: raise ConfigError(f"training.batch_size={t.batch_size} is larger than the {len(train_ds)} segments of an epoch")
+    if steps_per_epoch < 1: raise ConfigError(f"training.batch_size={t.batch_size} x {dist.world_size} process(es) is more than the {len(train_ds)} segments of an epoch")
     total = t.num_epochs * steps_per_epoch
     if t.max_train_steps: total = min(total, t.max_train_steps)
     warmup = int(t.warmup_ratio * total)
@@ -207,20 +214,26 @@ def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
             raise ConfigError(f"checkpoint {checkpoint} holds a model with another config ({saved}); use the config it was trained with")
         ck.resume(model, opt, sched, path=checkpoint, state=state)
         step = int(state["step"])
-    save_config(cfg, out); tok.save_pretrained(out / "tokenizer")           # inference needs only this folder
+        if dist.enabled and not dist.restore_rng(state.get("extra", {}).get("rng_ranks"), t.seed, step):
+            dist.print("the checkpoint was written by another number of processes: masks from here differ from an uninterrupted run")
+    if dist.is_main: save_config(cfg, out); tok.save_pretrained(out / "tokenizer")   # inference needs only this folder
     masking = MaskingStrategy(t.masking, t.total_steps)
     val = fixed_segments(val_tokens, d.max_seq_length, t.eval_batches * t.batch_size)
-    print(f"resuming from step {step} of {total} ({Path(checkpoint).name})" if step else
-          f"training RDT from scratch: {model.num_params():,} parameters, {len(train_tokens):,} train tokens, "
-          f"{steps_per_epoch} steps per epoch, {total} steps, device {device}")
+    dist.print(f"resuming from step {step} of {total} ({Path(checkpoint).name})" if step else
+               f"training RDT from scratch: {model.num_params():,} parameters, {len(train_tokens):,} train tokens, "
+               f"{steps_per_epoch} steps per epoch, {total} steps, device {device}"
+               + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else ""))
     loader_gen = torch.Generator()                                   # the loader must not draw from the global RNG
     last, t0 = {}, time.time()
-    with RunLogger(out, total=total, initial=step, desc="rdt", tensorboard=t.tensorboard, wandb=t.wandb, config=cfg, bar=bar) as log:
+    W, r = dist.world_size, dist.rank
+    with dist.logger(out, total=total, initial=step, desc="rdt", tensorboard=t.tensorboard, wandb=t.wandb, config=cfg, bar=bar) as log:
         while step < total:
             epoch, skip = divmod(step, steps_per_epoch)
             train_ds.epoch = epoch
             n_batches = min(steps_per_epoch, skip + total - step)
-            loader = torch.utils.data.DataLoader(train_ds, batch_size=t.batch_size, sampler=range(skip * t.batch_size, n_batches * t.batch_size),
+            # step s of the epoch: rank r takes segments (s*W + r)*B .. (s*W + r + 1)*B, so the ranks never share one
+            order = [i for s in range(skip, n_batches) for i in range((s * W + r) * t.batch_size, (s * W + r + 1) * t.batch_size)]
+            loader = torch.utils.data.DataLoader(train_ds, batch_size=t.batch_size, sampler=order,
                                                  drop_last=True, num_workers=d.num_workers, pin_memory=d.pin_memory, generator=loader_gen)
             for x in loader:
                 x = x.to(device)
@@ -229,6 +242,7 @@ def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
                                 max_start=min(latest_start(t, step, total), top - 1), max_level=top, recon_on=t.recon_on)
                 opt.zero_grad(set_to_none=True)
                 cl.total.backward()
+                dist.average_grads(model)                    # RDT trains through its chain methods, not forward: DDP by hand
                 if t.max_grad_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 opt.step()
                 lr = opt.param_groups[0]["lr"]
@@ -236,22 +250,26 @@ def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
                 step += 1
                 log.progress(step, loss=cl.total.item(), recon=cl.recon.item(), gate=cl.gate.item(), epoch=epoch + 1)
                 if step % t.log_interval == 0:
-                    log.log(step, **{"train/total_loss": cl.total.item(), "train/recon_loss": cl.recon.item(),
-                                     "train/gate_loss": cl.gate.item(), "train/lr": lr})
+                    log.log(step, **{"train/total_loss": dist.all_reduce(cl.total.item()), "train/recon_loss": dist.all_reduce(cl.recon.item()),
+                                     "train/gate_loss": dist.all_reduce(cl.gate.item()), "train/lr": lr})
             epoch_done = step % steps_per_epoch == 0
             e = step // steps_per_epoch if epoch_done else epoch + 1          # 1-based number of the epoch just run
             if epoch_done or step == total:                                  # an epoch's end, or a stop part-way
-                last = validate(model, val, t, device)
+                last = validate(model, val, t, device)            # the same fixed segments and masks on every rank
                 log.log(step, **{f"val/{k}": v for k, v in last.items()})
                 log.write(f"epoch {e} step {step}: val loss {last['total_loss']:.4f} (recon {last['recon_loss']:.3f}, "
                           f"gate {last['gate_loss']:.4f}), exact match at 50% {last['exact_match']:.3f} in {last['avg_steps']:.1f} steps")
                 if e % t.save_every_n_epochs == 0 or step == total:
-                    ck.save(model, opt, sched, step=step, config=cfg, epoch=e, loss=last["total_loss"],
-                            metrics={"val_loss": last["total_loss"], **{f"val_{k}": v for k, v in last.items()}})
+                    rngs = dist.gather_rng()                      # collective: every rank takes part, rank 0 writes
+                    if dist.is_main:
+                        ck.save(model, opt, sched, step=step, config=cfg, epoch=e, loss=last["total_loss"],
+                                metrics={"val_loss": last["total_loss"], **{f"val_{k}": v for k, v in last.items()}},
+                                extra={"rng_ranks": rngs} if dist.enabled else None)
+                    dist.barrier()
     seconds = time.time() - t0
-    print(f"trained to step {step} in {seconds:.0f}s; val loss {last.get('total_loss', float('nan')):.4f}; "
-          f"best {ck.best_value if ck.best_value is not None else float('nan'):.4f} in {ck.best_path}")
-    return {"step": step, "epochs": step / steps_per_epoch, "train_seconds": seconds, "params": model.num_params(),
+    dist.print(f"trained to step {step} in {seconds:.0f}s; val loss {last.get('total_loss', float('nan')):.4f}; "
+               f"best {ck.best_value if ck.best_value is not None else float('nan'):.4f} in {ck.best_path}")
+    return {"step": step, "epochs": step / steps_per_epoch, "train_seconds": seconds, "params": model.num_params(), "processes": W,
             **{f"val_{k}": v for k, v in last.items()}, "best": str(ck.best_path), "checkpoint_dir": str(out)}
 
 # %% ../nbs/06_rdt_train.ipynb #a435d617

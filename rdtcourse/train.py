@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .core import (Checkpointer, CheckpointError, ConfigError, RunLogger, get_device, load_checkpoint, read_log,
-                            save_config, seed_everything)
+from .core import (Checkpointer, CheckpointError, ConfigError, Distributed, RunLogger, get_device, load_checkpoint,
+                            read_log, save_config, seed_everything)
 from .data import get_batch, load_text, load_tokens, read_meta, get_corpus, load_records
 from .tokenizer import CharTokenizer, encode_corpus, load_tokenizer, train_bpe
 from .gpt import GPT, GPTConfig
@@ -179,9 +179,13 @@ def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched):
     return state, sched
 
 def train(cfg: TrainConfig, bar: bool = True) -> dict:
-    "Train (or resume) a GPT as `cfg` says; returns a summary with the final losses, steps and timings."
-    device = get_device(None if cfg.device == "auto" else cfg.device)
-    seed_everything(cfg.seed)
+    "Train (or resume) a GPT as `cfg` says, in one process or in each of torchrun's; returns a summary with the final losses, steps and timings."
+    with Distributed(cfg.device) as dist:              # torchrun's ranks, or a single process; a clean shutdown on exit
+        return _train(cfg, dist, bar)
+
+def _train(cfg: TrainConfig, dist: Distributed, bar: bool) -> dict:
+    device = dist.device
+    seed_everything(cfg.seed + dist.rank)       # each rank draws its own batches (rank 0 = the single-process run)
     train_data, val_data = load_tokens(cfg.train_bin), load_tokens(cfg.val_bin)
     vocab_size = read_meta(Path(cfg.train_bin).parent)["vocab_size"]
     tok = load_tokenizer(cfg.tok_path) if cfg.sample_every_eval and Path(cfg.tok_path).exists() else None
@@ -193,44 +197,54 @@ def train(cfg: TrainConfig, bar: bool = True) -> dict:
     ck = Checkpointer(out, keep_last=cfg.keep_last, metric="val_loss")
     state, sched = _resume(ck, cfg, model, opt, sched)
     start = state["step"] if state else 0
-    print(f"resuming from step {start} ({Path(state['path']).name})" if state else
-          f"training from scratch: {model.num_params():,} parameters, {len(train_data):,} train tokens, device {device}")
-    save_config(cfg, out)
+    if state and dist.enabled and not dist.restore_rng(state.get("extra", {}).get("rng_ranks"), cfg.seed, start):
+        dist.print(f"the checkpoint was written by another number of processes: batches from here differ from an uninterrupted run")
+    ddp_model = dist.wrap(model)                # DDP copies rank 0's weights to every rank and averages gradients in backward
+    dist.print(f"resuming from step {start} ({Path(state['path']).name})" if state else
+               f"training from scratch: {model.num_params():,} parameters, {len(train_data):,} train tokens, device {device}"
+               + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else ""))
+    if dist.is_main: save_config(cfg, out)
     end = min(cfg.max_steps, cfg.stop_at) if cfg.stop_at else cfg.max_steps
     prev = state["metrics"] if state else {}   # a finished run asked to train again reports its last evaluation
     last = {"train": prev.get("train_loss", float("nan")), "val": prev.get("val_loss", float("nan"))}
     t0, train_time, tokens = time.time(), 0.0, 0
-    with RunLogger(out, total=cfg.max_steps, initial=start, desc="train", tensorboard=cfg.tensorboard,
-                   wandb=cfg.wandb, config=cfg, bar=bar) as log:
+    with dist.logger(out, total=cfg.max_steps, initial=start, desc="train", tensorboard=cfg.tensorboard,
+                     wandb=cfg.wandb, config=cfg, bar=bar) as log:
         for step in range(start, end):
             ts = time.time()
-            for _ in range(cfg.grad_accum):
+            for micro in range(cfg.grad_accum):
                 x, y = get_batch(train_data, cfg.block_size, cfg.batch_size, device)
-                with ctx: _, loss = model(x, y)
-                (loss / cfg.grad_accum).backward()          # gradients add up; dividing makes them an average
+                with dist.sync_grads(ddp_model, sync=micro == cfg.grad_accum - 1):  # all-reduce once, on the last micro-step
+                    with ctx: _, loss = ddp_model(x, y)
+                    (loss / cfg.grad_accum).backward()      # gradients add up; dividing makes them an average
             if cfg.grad_clip > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step(); opt.zero_grad(set_to_none=True)
             lr_now = sched.get_last_lr()[0]; sched.step()
-            train_time += time.time() - ts; tokens += cfg.grad_accum * cfg.batch_size * cfg.block_size
+            train_time += time.time() - ts; tokens += cfg.grad_accum * cfg.batch_size * cfg.block_size * dist.world_size
             done = step + 1
             log.progress(done, loss=loss.item(), lr=lr_now)
-            if done % cfg.log_interval == 0: log.log(done, **{"train/loss": loss.item(), "lr": lr_now})
+            if done % cfg.log_interval == 0: log.log(done, **{"train/loss": dist.all_reduce(loss.item()), "lr": lr_now})
             if done % cfg.eval_interval == 0 or done == end:  # also when stopping early, so nothing is lost
-                last = estimate_loss(model, {"train": train_data, "val": val_data}, cfg.eval_iters, cfg.block_size,
-                                     cfg.batch_size, device, ctx)
+                est = estimate_loss(model, {"train": train_data, "val": val_data}, cfg.eval_iters, cfg.block_size,
+                                    cfg.batch_size, device, ctx)
+                last = {k: dist.all_reduce(v) for k, v in est.items()}   # every rank estimated on its own batches
                 log.log(done, **{"val/loss": last["val"], "train/eval_loss": last["train"]})
                 log.write(f"step {done}: train loss {last['train']:.4f}, val loss {last['val']:.4f}")
-                if tok is not None: log.write("--- sample ---\n" + _sample_text(model, tok, cfg, device) + "\n--------------")
-                ck.save(model, opt, sched, step=done, config=cfg, metrics={"val_loss": last["val"], "train_loss": last["train"]})
+                if tok is not None and dist.is_main: log.write("--- sample ---\n" + _sample_text(model, tok, cfg, device) + "\n--------------")
+                rngs = dist.gather_rng()                # collective: every rank takes part, rank 0 writes
+                if dist.is_main:
+                    ck.save(model, opt, sched, step=done, config=cfg, metrics={"val_loss": last["val"], "train_loss": last["train"]},
+                            extra={"rng_ranks": rngs} if dist.enabled else None)
+                dist.barrier()                          # nobody reads or resumes before the file is complete
     seconds = time.time() - t0
     ran = max(0, end - start)
     summary = {"step": max(end, start), "steps_run": ran, "train_loss": last["train"], "val_loss": last["val"],
                "best_val_loss": ck.best_value if ck.best_value is not None else float("nan"),
                "train_seconds": seconds, "tokens_per_second": tokens / train_time if train_time else 0.0,
-               "params": model.num_params()}
-    if ran == 0: print(f"nothing to do: {out} is already at step {start} of max_steps={cfg.max_steps}")
-    else: print(f"trained steps {start}->{end} in {seconds:.0f}s ({summary['tokens_per_second']:,.0f} tokens/s); "
-                f"val loss {last['val']:.4f}; checkpoints in {out}")
+               "params": model.num_params(), "processes": dist.world_size}
+    if ran == 0: dist.print(f"nothing to do: {out} is already at step {start} of max_steps={cfg.max_steps}")
+    else: dist.print(f"trained steps {start}->{end} in {seconds:.0f}s ({summary['tokens_per_second']:,.0f} tokens/s); "
+                     f"val loss {last['val']:.4f}; checkpoints in {out}")
     return summary
 
 # %% ../nbs/04_training.ipynb #8283a3a1
