@@ -8,7 +8,7 @@ Docs: https://rdtcourse.github.io/rdtcourse/cli.html.md"""
 __all__ = ['build_parser', 'main', 'rdt_train', 'rdt_infer']
 
 # %% ../nbs/99_cli.ipynb #afd9f462
-import argparse, os, sys
+import argparse, dataclasses, os, sys
 from pathlib import Path
 
 from .core import ConfigError, CheckpointError, add_config_args, config_from_args, get_device
@@ -19,6 +19,7 @@ from . import rdt_train as rtrain
 from . import rqvae as rq
 from . import retrieval as ret
 from . import sft
+from . import kr
 
 # %% ../nbs/99_cli.ipynb #139c6251
 def _cmd_course(args) -> int:
@@ -149,6 +150,51 @@ def _cmd_sft_eval(args) -> int:
     m, lo, hi = bootstrap_ci(ok)
     print(f"{args.model} on {args.data}: exact match {m:.3f} [{lo:.3f}, {hi:.3f}] over {len(rows):,} problems (95% bootstrap)")
     return 0
+
+def _cmd_kr_load(args) -> int:
+    counts = kr.load_reviews(args.output_dir, args.val_ratio, args.test_ratio, args.sources)
+    for src, c in counts.items(): print(f"{src}: " + ", ".join(f"{n:,} {s}" for s, n in c.items()))
+    print(f"wrote {args.output_dir}/{{train,validation,test}}.txt and the per-source files")
+    return 0
+
+def _cmd_kr_tokenize(args) -> int:
+    s = kr.tokenize_reviews(args.data_dir, args.model_name, args.chunk_size, args.batch_size, args.mode, args.vocab_size)
+    print(f"{s['tokenizer']} ({s['vocab_size']:,} tokens): " + ", ".join(f"{s[f'{x}_tokens']:,} {x}" for x in kr.SPLITS)
+          + f" tokens, {s['train_chunks']:,} training chunks of {args.chunk_size}; written to {kr.token_dir(args.data_dir, args.mode)}")
+    return 0
+
+def _cmd_kr_train(args) -> int:
+    cfg = config_from_args(kr.KRTrainConfig, args)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(kr.KRTrainConfig) if getattr(args, f.name, None) is not None}
+    kr.train_kr(dataclasses.replace(cfg, **given))   # the brief's flags win over --config/--set
+    return 0
+
+def _shape(args) -> dict:
+    return {k: getattr(args, k, None) for k in ("d_model", "d_ffn", "n_layers", "chunk_size")}
+
+def _cmd_kr_validate(args) -> int:
+    r = kr.validate_model(args.model_path, args.data_dir, args.batch_size, args.n_tokens, args.arch, args.mode, **_shape(args))
+    print(f"{r['arch']} on {r['tokens']:,} validation tokens: loss {r['loss']:.4f}, perplexity {r['ppl']:.2f}")
+    return 0
+
+def _cmd_kr_predict(args) -> int:
+    if args.max_token < 1: raise ValueError(f"--max_token {args.max_token} must be at least 1")
+    model, tok, _, _ = kr._model_data(args.model_path, args.data_dir, args.mode, "train", args.arch, **_shape(args))
+    print(args.prompt + kr.predict(model, tok, args.prompt, args.max_token, args.temperature, args.top_k, args.seed))
+    return 0
+
+def _cmd_kr_test(args) -> int:
+    r = kr.test_model(args.model_path, args.data_dir, args.batch_size, args.arch, args.mode, args.samples, args.max_token, **_shape(args))
+    print(f"{r['arch']} on the test split ({r['chunks']:,} chunks): loss {r['loss']:.4f} [{r['loss_lo']:.4f}, {r['loss_hi']:.4f}], "
+          f"perplexity {r['ppl']:.2f}")
+    for s in r["samples"]: print(f"  {s['prompt']} | model: {s['model']} | real: {s['real']}")
+    return 0
+
+def _yes_no(v: str) -> bool:
+    "true/false, yes/no, 1/0 for boolean flags such as --tensorboard false."
+    if v.lower() in ("true", "yes", "1"): return True
+    if v.lower() in ("false", "no", "0"): return False
+    raise argparse.ArgumentTypeError(f"{v!r} is not a yes/no value (true, false, yes, no, 1, 0)")
 
 def _cmd_data_list(args) -> int:
     w = max(len(c.name) for c in rdata.CORPORA.values())
@@ -296,6 +342,59 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--model", required=True, help="a model folder")
     se.add_argument("--data", required=True, help="JSON lines with 'prompt' and 'answer' (sft data writes test.jsonl)")
     se.set_defaults(func=_cmd_sft_eval)
+
+    k = sub.add_parser("kr", help="chapter 10: a Korean-review GPT, trained with torchrun/DDP (load, tokenize, train, validate, predict, test)",
+                       description="The brief's workflow. Training runs as one process, or under torchrun --nproc_per_node N -m rdtcourse kr train.")
+    ksub = k.add_subparsers(dest="verb", metavar="VERB", required=True)
+    kl = ksub.add_parser("load", help="merge the review sources and write train/validation/test text files")
+    kl.add_argument("--output_dir", default="data", help="output folder (default: %(default)s)")
+    kl.add_argument("--val_ratio", type=float, default=0.1, help="validation share (default: %(default)s)")
+    kl.add_argument("--test_ratio", type=float, default=0.1, help="held-out test share (default: %(default)s)")
+    kl.add_argument("--sources", nargs="+", default=["nsmc"], choices=kr.SOURCES, help="nsmc (embedded) and/or kr3 (online) (default: nsmc)")
+    kl.set_defaults(func=_cmd_kr_load)
+    kt = ksub.add_parser("tokenize", help="encode the splits into token files, in batches")
+    kt.add_argument("--data_dir", default="data", help="load's output folder (default: %(default)s)")
+    kt.add_argument("--model_name", default="skt/kogpt2-base-v2", help="a pretrained tokenizer (online), or bpe: chapter 2's, trained here (default: %(default)s)")
+    kt.add_argument("--chunk_size", type=int, default=256, help="tokens per training chunk (default: %(default)s)")
+    kt.add_argument("--batch_size", type=int, default=5000, help="reviews per encoding batch (default: %(default)s)")
+    kt.add_argument("--mode", default="tokenizer", choices=kr.MODES, help="subwords, or manual: one token per syllable (default: %(default)s)")
+    kt.add_argument("--vocab_size", type=int, default=8000, help="BPE vocabulary when one is trained (default: %(default)s)")
+    kt.set_defaults(func=_cmd_kr_tokenize)
+    ktr = ksub.add_parser("train", help="train decoder or ffn; torchrun -m rdtcourse kr train runs it on N processes",
+                          description="The brief's train.py flags (defaults in KRTrainConfig); --config/--set for the rest. Running it again resumes.")
+    for f in dataclasses.fields(kr.KRTrainConfig):
+        kind = {"bool": _yes_no, "int": int, "float": float}.get(getattr(f.type, "__name__", str(f.type)), None)
+        if f.name == "nhead": kind = int
+        ktr.add_argument(f"--{f.name}", type=kind or str, default=None, metavar=f.name.upper(),
+                         choices=kr.ARCHS if f.name == "arch" else kr.MODES if f.name == "mode" else None,
+                         help=f"default: {f.default}")
+    add_config_args(ktr, device=False); ktr.set_defaults(func=_cmd_kr_train)
+    def model_args(q, data=True):
+        q.add_argument("--model_path", default="output/gpt_model_ddp.pt", help="a model or checkpoint written by kr train (default: %(default)s)")
+        q.add_argument("--arch", choices=kr.ARCHS, default=None, help="must match the checkpoint (default: read from it)")
+        for name in ("d_model", "d_ffn", "n_layers", "chunk_size"):
+            q.add_argument(f"--{name}", type=int, default=None, help="must match the checkpoint (default: read from it)")
+        q.add_argument("--mode", choices=kr.MODES, default=None, help="must match the model (default: read from it)")
+        q.add_argument("--data_dir", default=None, help="where the token files are (default: the one the model was trained on)")
+    kv = ksub.add_parser("validate", help="loss and perplexity on the validation tokens")
+    model_args(kv)
+    kv.add_argument("--batch_size", type=int, default=64, help="chunks per batch (default: %(default)s)")
+    kv.add_argument("--n_tokens", type=float, default=None, help="only the first N million tokens (default: all)")
+    kv.set_defaults(func=_cmd_kr_validate)
+    kp = ksub.add_parser("predict", help="continue a prompt")
+    model_args(kp)
+    kp.add_argument("--prompt", default="이 영화", help="text to continue (default: %(default)s)")
+    kp.add_argument("--max_token", type=int, default=50, help="most new tokens (default: %(default)s)")
+    kp.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: %(default)s)")
+    kp.add_argument("--top_k", type=int, default=50, help="sample among the K likeliest tokens (default: %(default)s)")
+    kp.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    kp.set_defaults(func=_cmd_kr_predict)
+    ke = ksub.add_parser("test", help="loss, perplexity (95%% interval) and sample continuations on the held-out test split")
+    model_args(ke)
+    ke.add_argument("--batch_size", type=int, default=64, help="chunks per batch (default: %(default)s)")
+    ke.add_argument("--samples", type=int, default=3, help="test reviews to continue from their first half (default: %(default)s)")
+    ke.add_argument("--max_token", type=int, default=30, help="most new tokens per sample (default: %(default)s)")
+    ke.set_defaults(func=_cmd_kr_test)
 
     d = sub.add_parser("data", help="the embedded corpora")
     dsub = d.add_subparsers(dest="verb", metavar="VERB", required=True)

@@ -27,11 +27,13 @@ class GPTConfig:
     n_embd: int = 384         # width of every token's vector (128 for the CPU recipe, 768 for GPT-2 small)
     dropout: float = 0.1      # dropout in training (0 for small data or short runs, 0.1 to fight over-fitting)
     bias: bool = True         # biases in Linear and LayerNorm layers; GPT-2 has them, and export_hf needs them
+    d_ff: int | None = None   # hidden width of each block's MLP (None: 4 x n_embd, GPT-2's choice)
 
     def __post_init__(self):
         if self.n_embd % self.n_head: raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be positive")
+        if self.d_ff is not None and self.d_ff < 1: raise ValueError(f"d_ff={self.d_ff} must be positive")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
 # %% ../nbs/03_gpt.ipynb #6039161d
@@ -118,7 +120,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),   # token embedding
             wpe=nn.Embedding(cfg.block_size, cfg.n_embd),   # position embedding
             drop=nn.Dropout(cfg.dropout),
-            h=nn.ModuleList([Block(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True) for _ in range(cfg.n_layer)]),
+            h=nn.ModuleList([Block(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, d_ff=cfg.d_ff) for _ in range(cfg.n_layer)]),
             ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias)))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight   # weight tying
@@ -202,7 +204,7 @@ def hf_config(cfg: GPTConfig, **extra):
     "The `transformers.GPT2Config` equivalent to `cfg`."
     from transformers import GPT2Config
     return GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                      n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function="gelu_new",
+                      n_head=cfg.n_head, n_inner=cfg.d_ff or 4 * cfg.n_embd, activation_function="gelu_new",
                       resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
                       layer_norm_epsilon=1e-5, tie_word_embeddings=True, **extra)
 

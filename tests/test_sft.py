@@ -11,7 +11,7 @@ from rdtcourse.sft import (FlatArguments, PromptBoundaryError, add_tow_tokens, e
                            train_sft, write_jsonl)
 
 CLI = str(Path(sys.executable).parent / "rdtcourse")
-TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+from conftest import TORCHRUN
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +130,7 @@ def test_keep_last_n_checkpoints(setup):
     assert sorted(p.name for p in (setup[0] / "keep").glob("step_*")) == ["step_4", "step_6"]
 
 
-def _torchrun_works() -> bool:
-    return Path(TORCHRUN).exists() and os.name == "posix"
-
-
-@pytest.mark.skipif(not _torchrun_works(), reason="torchrun cannot start processes here")
+@pytest.mark.torchrun
 def test_two_processes_match_one_at_the_same_global_batch(setup):
     out = setup[0]
     one = _args(setup, "one_proc", per_device_train_batch_size=4, max_train_steps=3)
@@ -143,9 +139,8 @@ def test_two_processes_match_one_at_the_same_global_batch(setup):
                                                 output_dir=out / "two_procs", per_device_train_batch_size=2, max_train_steps=3,
                                                 learning_rate=one.learning_rate, device="cpu").items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "--master_port", "29531", "-m", "rdtcourse", "sft", "train", *sets],
+    r = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "rdtcourse", "sft", "train", *sets],
                        capture_output=True, text=True, env=env, timeout=300)
-    if r.returncode != 0 and "address already in use" in r.stderr.lower(): pytest.skip("the rendezvous port is taken")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 process(es)" in r.stdout
     a, b = _weights(out / "one_proc"), _weights(out / "two_procs")

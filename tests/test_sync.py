@@ -44,3 +44,11 @@ def test_ci_runs_the_readme_test_command():
     assert test_cmd[0] in (ROOT / ".ci" / "run").read_text()
     # the install must not be able to pull a different (CUDA) torch build
     assert all(re.search(r"torch==[\d.]+", c) for c in readme)
+
+
+def test_poetry_reads_the_same_version_as_setuptools():
+    import tomllib
+    import rdtcourse
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["tool"]["poetry"]["version"] == rdtcourse.__version__   # Poetry 2 needs it written out; setuptools reads __init__
+    assert meta["project"]["dynamic"] == ["version"]

@@ -22,7 +22,7 @@ def machine() -> str:
 
 
 def main(patterns) -> int:
-    nbs = sorted(NBS.glob("*.ipynb"))
+    nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("."))   # not a stale .NAME.executing.ipynb
     if patterns: nbs = [p for p in nbs if any(fnmatch.fnmatch(p.stem, pt) or pt in p.stem for pt in patterns)]
     failed = []
     try:
