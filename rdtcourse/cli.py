@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=kr.ARCHS if f.name == "arch" else kr.MODES if f.name == "mode" else None,
                          help=f"default: {f.default}")
     add_config_args(ktr, device=False); ktr.set_defaults(func=_cmd_kr_train)
-    def model_args(q, data=True):
+    def model_args(q):
         q.add_argument("--model_path", default="output/gpt_model_ddp.pt", help="a model or checkpoint written by kr train (default: %(default)s)")
         q.add_argument("--arch", choices=kr.ARCHS, default=None, help="must match the checkpoint (default: read from it)")
         for name in ("d_model", "d_ffn", "n_layers", "chunk_size"):

@@ -157,18 +157,18 @@ def test_cli_workflow(data, tmp_path):
     d = tmp_path / "d"
     r = subprocess.run([CLI, "kr", "load", "--output_dir", d], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0 and "nsmc: " in r.stdout, r.stderr
-    r = subprocess.run([CLI, "kr", "tokenize", "--data-dir", d, "--mode", "manual", "--chunk_size", 32], capture_output=True, text=True, env=ENV)
+    r = subprocess.run([CLI, "kr", "tokenize", "--data-dir", d, "--mode", "manual", "--chunk_size", "32"], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0 and "syllables" in r.stdout, r.stderr
     mp = tmp_path / "out" / "gpt_model_ddp.pt"
     args = ["--data_dir", d, "--mode", "manual", "--chunk_size", 32, "--d_model", 16, "--d_ffn", 32, "--n_layers", 1,
             "--batch_size", 4, "--n_tokens", 0.002, "--model_path", mp, "--tensorboard", "false"]
     r = subprocess.run([CLI, "kr", "train", *map(str, args)], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0 and f"model in {mp}" in r.stdout, r.stderr
-    r = subprocess.run([CLI, "kr", "validate", "--model_path", mp, "--n_tokens", 0.01], capture_output=True, text=True, env=ENV)
+    r = subprocess.run([CLI, "kr", "validate", "--model_path", mp, "--n_tokens", "0.01"], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0 and "perplexity" in r.stdout and "decoder on 9,984 validation tokens" in r.stdout, r.stdout + r.stderr
-    r = subprocess.run([CLI, "kr", "predict", "--model_path", mp, "--prompt", "이 영화", "--max_token", 5], capture_output=True, text=True, env=ENV)
+    r = subprocess.run([CLI, "kr", "predict", "--model_path", mp, "--prompt", "이 영화", "--max_token", "5"], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0 and r.stdout.startswith("이 영화"), r.stderr
-    r = subprocess.run([CLI, "kr", "test", "--model_path", mp, "--samples", 2], capture_output=True, text=True, env=ENV)
+    r = subprocess.run([CLI, "kr", "test", "--model_path", mp, "--samples", "2"], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0 and "test split" in r.stdout and r.stdout.count(" | model: ") == 2, r.stderr
 
 
