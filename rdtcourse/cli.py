@@ -184,6 +184,7 @@ def _cmd_kr_predict(args) -> int:
     return 0
 
 def _cmd_kr_test(args) -> int:
+    if args.samples < 0 or args.max_token < 1: raise ValueError(f"--samples {args.samples} must be >= 0 and --max_token {args.max_token} >= 1")
     r = kr.test_model(args.model_path, args.data_dir, args.batch_size, args.arch, args.mode, args.samples, args.max_token, **_shape(args))
     print(f"{r['arch']} on the test split ({r['chunks']:,} chunks): loss {r['loss']:.4f} [{r['loss_lo']:.4f}, {r['loss_hi']:.4f}], "
           f"perplexity {r['ppl']:.2f}")

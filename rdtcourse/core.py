@@ -442,13 +442,18 @@ class Distributed:
     collective below is a no-op. Use it as a context manager: the exit is the clean shutdown on every rank."""
     def __init__(self, device: str | None = None,  # "auto"/None, "cpu", "cuda"...; under torchrun a GPU is cuda:LOCAL_RANK
                  threads: int | None = None,       # intra-op threads per process (default: the cores shared out)
-                 timeout_s: float = 600):          # how long a collective waits for a missing rank before failing
+                 timeout_s: float = 1800):         # how long a collective waits for a missing rank (or rank 0's data preparation)
         env = os.environ
         self.rank, self.world_size = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
         self.local_rank, local_world = int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1))
         dev = get_device(None if device in (None, "", "auto") else device)
         if dev.type == "cuda" and "LOCAL_RANK" in env:              # one GPU per process
+            if self.local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"process {self.local_rank} on this machine has no GPU of its own ({torch.cuda.device_count()} found): "
+                                  f"use --nproc_per_node {torch.cuda.device_count()} or fewer")
             dev = torch.device("cuda", self.local_rank); torch.cuda.set_device(dev)
+        if dev.type == "mps" and self.world_size > 1:
+            raise ConfigError("several processes on MPS are not supported (gloo cannot reduce MPS tensors); use one process or --device cpu")
         self.device, self.backend = dev, ("nccl" if dev.type == "cuda" else "gloo")
         # torchrun sets OMP_NUM_THREADS=1 for every process; on a CPU that leaves cores idle, so share them out
         if threads or (dev.type == "cpu" and "LOCAL_WORLD_SIZE" in env):

@@ -293,7 +293,7 @@ class KRTrainConfig:
 
 # %% ../nbs/10_ddp.ipynb #410fd066
 _SHAPE_KEYS = ("arch", "mode", "chunk_size", "d_model", "d_ffn", "n_layers", "nhead")
-_RUN_KEYS = _SHAPE_KEYS + ("batch_size", "grad_accum", "epochs", "n_tokens", "lr", "warmup_ratio", "min_lr_ratio", "data_dir")
+_RUN_KEYS = _SHAPE_KEYS + ("batch_size", "grad_accum", "epochs", "n_tokens", "lr", "warmup_ratio", "min_lr_ratio", "data_dir", "seed")
 
 def steps_per_epoch(n_chunks: int, cfg: KRTrainConfig, world_size: int = 1) -> int:
     """Optimizer steps in one epoch: every process takes batch_size x grad_accum chunks a step from its share of the
@@ -318,6 +318,7 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
     train_tokens, val_tokens = load_tokens(tdir / "train.bin"), load_tokens(tdir / "validation.bin")
     vocab = read_meta(tdir)["vocab_size"]
     ds = Chunks(train_tokens, cfg.chunk_size)
+    Chunks(val_tokens, cfg.chunk_size)                                    # a too-short validation file fails now, not after an epoch
     W, C, B, A = dist.world_size, cfg.chunk_size, cfg.batch_size, cfg.grad_accum
     per_epoch = steps_per_epoch(len(ds), cfg, W)
     total = per_epoch * cfg.epochs
@@ -333,13 +334,12 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
         state = load_checkpoint(path)
         saved = state.get("config", {})
         changed = [f"{k} {saved[k]} -> {getattr(cfg, k)}" for k in _RUN_KEYS if k in saved and saved[k] != getattr(cfg, k)]
+        if state.get("processes", W) != W: changed.append(f"processes {state['processes']} -> {W}")   # steps and schedule depend on it
         if changed: raise ConfigError(f"{ck.out_dir} holds a run with other settings ({', '.join(changed)}); "
                                       f"use another --model_path, or delete that folder to start again")
         ck.resume(model, opt, sched, path=path, state=state)
         step = int(state["step"])
-        if not dist.restore_rng(state.get("extra", {}).get("rng_ranks"), cfg.seed, step):
-            dist.print(f"the checkpoint was written by {state.get('processes', '?')} process(es), this run has {W}: "
-                       f"batches from here differ from an uninterrupted run")
+        dist.restore_rng(state.get("extra", {}).get("rng_ranks"), cfg.seed, step)   # every rank its own stream again
     ddp_model = dist.wrap(model)                  # DDP: rank 0's weights copied to all, gradients averaged in backward
     # every rank shuffles the same permutation (seed + epoch) and takes every W-th chunk of it: disjoint shares
     sampler = torch.utils.data.DistributedSampler(ds, num_replicas=W, rank=dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)

@@ -117,6 +117,15 @@ def test_resume_matches_uninterrupted(data, tmp_path):
     assert_close(weights(tmp_path / "straight" / "m.pt"), weights(tmp_path / "split" / "m.pt"), atol=0)
     assert train_kr(cfg(data, tmp_path / "split", **c), bar=False)["steps_run"] == 0   # nothing left to do
     with pytest.raises(ConfigError, match="d_model 16 -> 32"): train_kr(cfg(data, tmp_path / "split", d_model=32, **c), bar=False)
+    with pytest.raises(ConfigError, match="seed 1337 -> 1"): train_kr(cfg(data, tmp_path / "split", seed=1, **c), bar=False)
+
+
+def test_resume_refuses_another_number_of_processes(data, tmp_path):
+    train_kr(cfg(data, tmp_path, stop_at=5, save_every=5), bar=False)
+    from rdtcourse.core import save_checkpoint
+    ck = tmp_path / "m_ckpt" / "ckpt_step_5.pt"
+    state = load_checkpoint(ck); state["processes"] = 2; save_checkpoint(ck, state)   # as if written by 2 processes
+    with pytest.raises(ConfigError, match="processes 2 -> 1"): train_kr(cfg(data, tmp_path, save_every=5), bar=False)
 
 
 def test_accumulation_matches_one_big_batch(data, tmp_path):
@@ -187,6 +196,7 @@ def decoder(data, tmp_path_factory):
     (["validate", "--model_path", "MODEL", "--arch", "ffn"], "holds a decoder model"),
     (["predict", "--model_path", "MODEL", "--mode", "manual"], "trained on tokenizer tokens"),
     (["test", "--model_path", "OUT/none.pt"], "does not exist"),
+    (["test", "--model_path", "MODEL", "--samples", "-1"], "--samples -1 must be >= 0"),
     (["validate", "--model_path", "MODEL", "--data_dir", "OUT"], "run `rdtcourse kr tokenize"),
 ])
 def test_cli_errors_are_one_line(data, decoder, tmp_path, args, needle):
