@@ -106,9 +106,15 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, d_ff, dropout, bias)
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0, key_padding_mask=None, attn_bias=None):
-        x = x + self.attn(self.ln_1(x), cache, layer, key_padding_mask, attn_bias)
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, key_padding_mask=None, attn_bias=None, mod=None):
+        # `mod` (chapter 6's AdaLN): four (B, 1, C) tensors (shift_1, scale_1, shift_2, scale_2) that condition
+        # each normalised input on something outside the sequence: norm(x) * (1 + scale) + shift. None: a plain block.
+        a = self.ln_1(x)
+        if mod is not None: a = a * (1 + mod[1]) + mod[0]
+        x = x + self.attn(a, cache, layer, key_padding_mask, attn_bias)
+        m = self.ln_2(x)
+        if mod is not None: m = m * (1 + mod[3]) + mod[2]
+        return x + self.mlp(m)
 
 # %% ../nbs/03_gpt.ipynb #4c53deb2
 class GPT(nn.Module):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from rdtcourse.core import ConfigError, load_checkpoint, read_log
-from rdtcourse.rdt import RDT, RDTModelConfig, MaskingStrategy, chain_loss, random_mask
+from rdtcourse.rdt import RDT, RDTModelConfig, MaskingStrategy, chain_loss, mask_predict, mlm_loss, random_mask
 from rdtcourse.rdt_train import (RDT_PRESETS, clean_wikitext, denoise, denoise_trace, evaluate_restoration, fixed_segments,
                                  format_result, load_rdt, load_rdt_config, render_step, train_rdt)
 
@@ -300,3 +300,103 @@ def test_level_curriculum():
         load_rdt_config("cpu", sets=["training.level_warmup=1.5"])
     with pytest.raises(ConfigError, match="recon_on='all'"):
         load_rdt_config("cpu", sets=["training.recon_on=all"])
+
+
+# --- part 2: the mechanisms that make extra passes useful, and the baselines ---------------------------------------
+
+ALL_ON = dict(conditioning="adaln", input_injection=True, self_condition=True, monotone_gate=True, n_input_layers=1)
+
+
+def test_new_paths_start_switched_off():
+    """AdaLN-Zero and self-conditioning start at zero: with the plain model's weights, the first two steps are the plain
+    model's (input injection adds E(x) to a zero start, so step 1 is unchanged; it changes step 2 on)."""
+    torch.manual_seed(0)
+    plain, x = tiny_model(), torch.randint(5, 50, (2, 16))
+    x[:, ::2] = 4
+    for kw in (dict(conditioning="adaln"), dict(self_condition=True), dict(monotone_gate=True)):
+        other = tiny_model(**kw)
+        missing, unexpected = other.load_state_dict(plain.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith(("level_mlp", "self_cond")) for k in missing), kw
+        a, b = plain.recursive_forward(x, 2), other.recursive_forward(x, 2)
+        assert all(torch.allclose(p.h, q.h, atol=1e-6) for p, q in zip(a, b)), kw
+        assert torch.allclose(a[0].gate, b[0].gate), kw
+    inj = tiny_model(input_injection=True); inj.load_state_dict(plain.state_dict())
+    a, b = plain.recursive_forward(x, 2), inj.recursive_forward(x, 2)
+    assert torch.allclose(a[0].h, b[0].h, atol=1e-6) and not torch.allclose(a[1].h, b[1].h, atol=1e-3)
+
+
+def test_adaln_passes_hear_the_level():
+    torch.manual_seed(0)
+    model, x = tiny_model(conditioning="adaln"), torch.randint(5, 50, (2, 16))
+    torch.nn.init.normal_(model.level_mlp[-1].weight, std=0.05)        # as if trained: the modulation is no longer zero
+    e = model.embed(x)
+    lo, hi = model.encode(e, torch.full((2,), 0.1)), model.encode(e, torch.full((2,), 0.9))
+    assert not torch.allclose(lo, hi, atol=1e-4)
+    with pytest.raises(ValueError, match="pass `level`"): model.encode(e)
+    with pytest.raises(ValueError, match="'none' or 'adaln'"): RDTModelConfig(conditioning="film")
+
+
+def test_monotone_gate_never_rises_and_input_layers_are_not_shared():
+    torch.manual_seed(0)
+    model, x = tiny_model(monotone_gate=True), torch.randint(5, 50, (3, 16))
+    torch.nn.init.normal_(model.gate_mlp[-1].weight, std=1.0)          # a lively gate
+    gates = model.inference(torch.where(torch.rand(3, 16) < 0.5, 4, x), threshold=None, max_steps=8).gates
+    assert gates.shape == (3, 8) and (gates[:, 1:] <= gates[:, :-1]).all() and (gates > 0).all()
+    one = tiny_model(n_input_layers=1)
+    assert one.num_params() - tiny_model().num_params() == sum(p.numel() for p in one.input_layers.parameters()) > 0
+    with pytest.raises(ValueError, match="n_input_layers"): RDTModelConfig(n_input_layers=-1)
+
+
+def test_self_conditioning_reads_the_previous_guess():
+    torch.manual_seed(0)
+    model, x = tiny_model(self_condition=True), torch.randint(5, 50, (2, 16))
+    x[:, 1::3] = 4
+    chain = model.recursive_forward(x, 3)
+    assert chain[0].masked_logits.shape == ((x == 4).sum(), 50)         # what step 2 reads
+    torch.nn.init.normal_(model.self_cond.weight, std=0.5)
+    after = model.recursive_forward(x, 3)
+    assert torch.allclose(chain[0].h, after[0].h) and not torch.allclose(chain[1].h, after[1].h, atol=1e-4)
+    out = model.inference(x, threshold=None, max_steps=3, keep_steps=True)   # inference reuses the step's read-out
+    assert torch.equal(out.history[-1], model.restore(after[-1].h, x, x == 4))
+
+
+def test_every_mechanism_trains_through_the_chain():
+    torch.manual_seed(0)
+    model, x = tiny_model(**ALL_ON, decoder_type="transformer"), torch.randint(5, 50, (8, 16))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    masking, losses = MaskingStrategy("linear", 5), []
+    for i in range(60):
+        cl = chain_loss(model, x, masking, max_chain_length=3, max_start=1, true_level_share=1 - i / 60)
+        opt.zero_grad(); cl.total.backward()
+        if i == 0:
+            grads = {n: p.grad for n, p in model.named_parameters()}
+            for name in ("level_mlp.2.weight", "input_layers.0.attn.c_attn.weight", "encoder.0.ln_1.weight", "gate_mlp.1.weight"):
+                assert grads[name] is not None and grads[name].abs().sum() > 0, name
+        opt.step(); losses.append(cl.recon.item())
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.5
+    assert model.self_cond.weight.abs().sum() > 0                    # trained away from zero once step 2 ran
+
+
+def test_mlm_loss_and_mask_predict():
+    torch.manual_seed(0)
+    model, x = tiny_model(), torch.randint(5, 50, (8, 16))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        cl = mlm_loss(model, x); opt.zero_grad(); cl.total.backward(); opt.step(); losses.append(cl.total.item())
+        assert (cl.levels >= 1).all() and cl.gate.item() == 0
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.5
+    xm = x.clone(); xm[:, ::2] = 4
+    steps = mask_predict(model, xm, iterations=4, keep_steps=True)
+    assert len(steps) == 4 and torch.equal(steps[-1], mask_predict(model, xm, iterations=4))
+    for s in steps: assert torch.equal(s[:, 1::2], x[:, 1::2]) and not (s == 4).any()   # visible kept, nothing left masked
+    assert torch.equal(mask_predict(model, xm, iterations=1), model.inference(xm, threshold=None, max_steps=1).tokens)
+    with pytest.raises(ValueError, match="iterations=0"): mask_predict(model, xm, iterations=0)
+
+
+def test_objective_and_level_share_configs():
+    from rdtcourse.rdt_train import RDTTrainingConfig, true_level_share
+    t = RDTTrainingConfig(true_level_decay=0.5)
+    assert [true_level_share(t, s, 100) for s in (0, 25, 50, 99)] == [1.0, 0.5, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="objective='gan'.*chain, mlm"):
+        load_rdt_config("cpu", sets=["training.objective=gan"])
