@@ -7,8 +7,8 @@ Docs: https://rdtcourse.github.io/rdtcourse/rdt_train.html.md"""
 # %% auto #0
 __all__ = ['RDT_PRESETS', 'OBJECTIVES', 'RDTTrainingConfig', 'RDTDataConfig', 'RDTConfig', 'load_rdt_config', 'clean_wikitext',
            'wikitext_split', 'prepare_rdt_data', 'RandomSegments', 'fixed_segments', 'latest_start', 'true_level_share',
-           'highest_level', 'validate', 'train_rdt', 'load_rdt', 'denoise', 'format_result', 'evaluate_restoration',
-           'denoise_trace', 'render_step', 'stepper']
+           'highest_level', 'validate', 'train_rdt', 'load_rdt', 'denoise', 'format_result', 'restoration_scores',
+           'evaluate_restoration', 'denoise_trace', 'render_step', 'stepper']
 
 # %% ../nbs/06_rdt_train.ipynb #4076f765
 import re, time
@@ -322,32 +322,46 @@ def format_result(r: dict) -> str:
 
 # %% ../nbs/06_rdt_train.ipynb #f21024c5
 @torch.no_grad()
-def evaluate_restoration(model: RDT, segments: torch.Tensor, ratios=(0.1, 0.5, 0.9), threshold: float = 0.05,
-                         max_steps: int = 20, unigram_id: int | None = None, batch_size: int = 64, seed: int = 0) -> pd.DataFrame:
-    """Exact match on `segments` masked at each ratio: gate-driven (with its mean steps), one-shot, fixed n steps
-    (n = 1..max_steps), and the unigram guess; one row per ratio."""
+def restoration_scores(model: RDT, segments: torch.Tensor, ratio: float, threshold: float | None = 0.05, max_steps: int = 20,
+                       mask_predict_iters=(), unigram_id: int | None = None, batch_size: int = 128, seed: int = 0) -> dict:
+    """Per-segment exact match (the share of each segment's hidden tokens restored) with `ratio` of its tokens masked,
+    for every method on the same masks: 'gate' (stopping at the first gate below `threshold`; 'steps' it took),
+    'pass_1'..'pass_{max_steps}' (forced passes, gate ignored), 'mask_predict_I' for I in `mask_predict_iters`
+    (one pass of `model` per iteration) and 'unigram' (always guessing `unigram_id`). Each an array (segments,).
+    The masks depend only on `seed`, `batch_size` and the segments, so two models scored alike are paired."""
     device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out = {k: [] for k in ["gate", "steps", *(f"pass_{n}" for n in range(1, max_steps + 1)),
+                           *(f"mask_predict_{i}" for i in mask_predict_iters), *(["unigram"] if unigram_id is not None else [])]}
+    for x in segments.split(batch_size):
+        m = random_mask(x.size(0), x.size(1), ratio, g).to(device)
+        x = x.to(device)
+        if not m.any(1).all(): raise ValueError(f"mask ratio {ratio} hides no token of a {x.size(1)}-token segment")
+        xm = torch.where(m, model.mask_token_id, x)
+        share = lambda pred: ((pred == x) & m).sum(1).float() / m.sum(1)      # (B,) exact match per segment
+        run = model.inference(xm, threshold=None, max_steps=max_steps, keep_steps=True)   # every pass, gate ignored
+        for n, pred in enumerate(run.history, start=1): out[f"pass_{n}"].append(share(pred))
+        # the gate's choice from the same run: the first pass whose gate is below the threshold (else the last)
+        below = run.gates < threshold if threshold is not None else torch.zeros_like(run.gates, dtype=torch.bool)
+        stop = torch.where(below.any(1), below.float().argmax(1), max_steps - 1)               # (B,) pass index
+        out["gate"].append(share(torch.stack(run.history)[stop, torch.arange(x.size(0), device=device)]))
+        out["steps"].append((stop + 1).float())
+        for i in mask_predict_iters: out[f"mask_predict_{i}"].append(share(mask_predict(model, xm, i)))
+        if unigram_id is not None: out["unigram"].append(share(torch.full_like(x, unigram_id)))
+    return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
+
+@torch.no_grad()
+def evaluate_restoration(model: RDT, segments: torch.Tensor, ratios=(0.1, 0.5, 0.9), threshold: float = 0.05,
+                         max_steps: int = 20, unigram_id: int | None = None, batch_size: int = 128, seed: int = 0) -> pd.DataFrame:
+    """Exact match on `segments` masked at each ratio: gate-driven (with its mean steps), one-shot, fixed n steps
+    (n = 1..max_steps), and the unigram guess; one row per ratio (means of `restoration_scores`)."""
     rows = []
     for ratio in ratios:
-        g = torch.Generator().manual_seed(seed)                  # the same masks for every method
-        hits = {"adaptive": 0, "unigram": 0, **{n: 0 for n in range(1, max_steps + 1)}}
-        steps, total = 0.0, 0
-        for x in segments.split(batch_size):
-            x = x.to(device)
-            m = random_mask(x.size(0), x.size(1), ratio, g).to(device)
-            xm = torch.where(m, model.mask_token_id, x)
-            out = model.inference(xm, threshold=None, max_steps=max_steps, keep_steps=True)  # every step, gate ignored
-            for n, pred in enumerate(out.history, start=1): hits[n] += int((pred[m] == x[m]).sum())
-            # the gate's choice from the same pass: the first step whose gate is below the threshold (else the last)
-            below = out.gates < threshold if threshold is not None else torch.zeros_like(out.gates, dtype=torch.bool)
-            stop = torch.where(below.any(1), below.float().argmax(1), max_steps - 1)              # (B,) step index
-            adaptive = torch.stack(out.history)[stop, torch.arange(x.size(0), device=device)]     # (B, T)
-            hits["adaptive"] += int((adaptive[m] == x[m]).sum()); steps += float((stop + 1).sum())
-            if unigram_id is not None: hits["unigram"] += int((x[m] == unigram_id).sum())
-            total += int(m.sum())
-        rows.append({"mask_ratio": ratio, "exact_match": hits["adaptive"] / total, "avg_steps": steps / len(segments),
-                     "one_shot": hits[1] / total, "unigram": hits["unigram"] / total,
-                     **{f"fixed_{n}": hits[n] / total for n in range(1, max_steps + 1)}, "masked_tokens": total})
+        s = restoration_scores(model, segments, ratio, threshold, max_steps, unigram_id=unigram_id, batch_size=batch_size, seed=seed)
+        rows.append({"mask_ratio": ratio, "exact_match": s["gate"].mean(), "avg_steps": s["steps"].mean(),
+                     "one_shot": s["pass_1"].mean(), "unigram": s["unigram"].mean() if unigram_id is not None else float("nan"),
+                     **{f"fixed_{n}": s[f"pass_{n}"].mean() for n in range(1, max_steps + 1)},
+                     "masked_tokens": round(ratio * segments.size(1)) * len(segments)})
     return pd.DataFrame(rows).set_index("mask_ratio")
 
 # %% ../nbs/06_rdt_train.ipynb #f2057f4a

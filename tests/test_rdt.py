@@ -6,7 +6,7 @@ import pytest
 import torch
 from rdtcourse.core import ConfigError, load_checkpoint, read_log
 from rdtcourse.rdt import RDT, RDTModelConfig, MaskingStrategy, chain_loss, mask_predict, mlm_loss, random_mask
-from rdtcourse.rdt_train import (RDT_PRESETS, clean_wikitext, denoise, denoise_trace, evaluate_restoration, fixed_segments,
+from rdtcourse.rdt_train import (RDT_PRESETS, clean_wikitext, denoise, denoise_trace, evaluate_restoration, fixed_segments, restoration_scores,
                                  format_result, load_rdt, load_rdt_config, render_step, train_rdt)
 
 BIN = Path(sys.executable).parent
@@ -215,6 +215,19 @@ def test_evaluation_baselines_are_consistent(trained):
     assert one.loc[0.5].exact_match == pytest.approx(row.one_shot)   # one step without the gate is the one-shot baseline
     const = evaluate_restoration(model, torch.full((2, 24), 7), ratios=(0.5,), max_steps=2, unigram_id=7)
     assert const.loc[0.5].unigram == 1.0
+
+
+def test_restoration_scores_are_per_segment_and_paired(trained):
+    model, tok, _ = load_rdt(trained[0] / "best_model.pt")
+    seg = torch.randint(5, len(tok), (10, 24))
+    s = restoration_scores(model, seg, 0.5, max_steps=3, mask_predict_iters=(1, 3), unigram_id=7, batch_size=4)
+    assert {"gate", "steps", "pass_1", "pass_3", "mask_predict_1", "mask_predict_3", "unigram"} <= set(s)
+    assert all(v.shape == (10,) for v in s.values()) and ((s["pass_2"] >= 0) & (s["pass_2"] <= 1)).all()
+    assert (s["mask_predict_1"] == s["pass_1"]).all()              # one iteration of mask-predict is one pass
+    again = restoration_scores(model, seg, 0.5, max_steps=3, batch_size=4)
+    assert (again["pass_3"] == s["pass_3"]).all()                   # the same masks every time: scores pair up
+    with pytest.raises(ValueError, match="hides no token"):
+        restoration_scores(model, seg, 0.01, max_steps=1)
 
 
 def test_stepper_logic(trained):
