@@ -217,9 +217,9 @@ class RDT(nn.Module):
 
     def restore(self, h: torch.Tensor, x: torch.Tensor, masked: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         "Ids `x` (B, T) with the `masked` positions replaced by the decoder's best non-[MASK] token read from latent `h` (or `logits`)."
-        logits = (self.decode(h, masked) if logits is None else logits).clone()   # (N, V): only the hidden positions are read out
-        logits[:, self.mask_token_id] = float("-inf")       # restoring a [MASK] as [MASK] restores nothing
-        out = x.clone(); out[masked] = logits.argmax(-1)
+        logits = self.decode(h, masked) if logits is None else logits   # (N, V): only the hidden positions are read out
+        best = logits.topk(2, dim=-1).indices               # restoring a [MASK] as [MASK] restores nothing: then the runner-up
+        out = x.clone(); out[masked] = torch.where(best[:, 0] == self.mask_token_id, best[:, 1], best[:, 0])
         return out
 
     def step(self, h: torch.Tensor, e: torch.Tensor, masked: torch.Tensor, prev: RDTStep | None = None,

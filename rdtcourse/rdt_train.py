@@ -352,7 +352,7 @@ def restoration_scores(model: RDT, segments: torch.Tensor, ratio: float, thresho
 
 @torch.no_grad()
 def evaluate_restoration(model: RDT, segments: torch.Tensor, ratios=(0.1, 0.5, 0.9), threshold: float = 0.05,
-                         max_steps: int = 20, unigram_id: int | None = None, batch_size: int = 128, seed: int = 0) -> pd.DataFrame:
+                         max_steps: int = 20, unigram_id: int | None = None, batch_size: int = 64, seed: int = 0) -> pd.DataFrame:
     """Exact match on `segments` masked at each ratio: gate-driven (with its mean steps), one-shot, fixed n steps
     (n = 1..max_steps), and the unigram guess; one row per ratio (means of `restoration_scores`)."""
     rows = []
