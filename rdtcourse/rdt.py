@@ -73,7 +73,7 @@ class RDTModelConfig:
     attention_bias: str = "alibi"  # "alibi": attention favours nearby tokens from the start (section 2b); "none": BERT's plain attention
     # Section 5, what makes extra passes useful (the defaults are the guide's model):
     n_input_layers: int = 0        # blocks applied once to the embedding, before the recursion (not shared)
-    conditioning: str = "none"     # "adaln": every pass is told the current noise level (AdaLN-Zero); "none": the guide
+    conditioning: str = "none"     # "adaln": every pass is told the current noise level (AdaLN, zero-initialised); "none": the guide
     input_injection: bool = False  # add the embedded input to the latent before every pass: H = Enc(H + E(x))
     self_condition: bool = False   # add an embedding of the previous pass's predictions before every pass
     monotone_gate: bool = False    # the gate's estimate can only fall: later passes subtract a non-negative amount
@@ -85,6 +85,8 @@ class RDTModelConfig:
             raise ValueError(f"decoder_type {self.decoder_type!r} must be 'linear' or 'transformer'")
         if self.conditioning not in ("none", "adaln"):
             raise ValueError(f"conditioning {self.conditioning!r} must be 'none' or 'adaln'")
+        if self.conditioning == "adaln" and self.d_model % 2:
+            raise ValueError(f"d_model={self.d_model} must be even for conditioning='adaln' (sine and cosine features)")
         for k in ("d_model", "n_heads", "n_encoder_layers", "d_ff", "gate_hidden_dim"):
             if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be positive")
         if self.n_input_layers < 0: raise ValueError(f"n_input_layers={self.n_input_layers} must be 0 or more")
@@ -247,11 +249,12 @@ class RDT(nn.Module):
         return self.step(self.start(e), e, x == self.mask_token_id, decode=decode)
 
     def recursive_forward(self, x: torch.Tensor, n_steps: int, prev: RDTStep | None = None, true_levels=None,
-                          share: float = 1.0) -> list[RDTStep]:
+                          share: float = 1.0, e: torch.Tensor | None = None) -> list[RDTStep]:
         """A training chain: `n_steps` steps from ids `x` (or continuing after step `prev`), every step kept for the
         losses (logits left to the caller). A conditioned model is told, at step j, `share` x `true_levels[j]` (B,)
-        + (1 - share) x the previous gate's estimate; without `true_levels`, what `step` assumes (as at inference)."""
-        e = self.embed(x)
+        + (1 - share) x the previous gate's estimate; without `true_levels`, what `step` assumes (as at inference).
+        `e`: the embedded input, when the caller already has it (a chain continuing after `prev` must reuse it)."""
+        e = self.embed(x) if e is None else e
         masked = x == self.mask_token_id
         h = self.start(e) if prev is None else prev.h
         steps = []
@@ -295,7 +298,7 @@ class ChainLoss:
     total: torch.Tensor
     recon: torch.Tensor
     gate: torch.Tensor
-    levels: torch.Tensor  # (B,) each input's noise level s
+    levels: torch.Tensor  # (B,) each input's noise level s (`mlm_loss`: how many tokens each input hides)
     start: int            # steps run before the trained window (no gradients)
     length: int           # trained steps L
 
@@ -328,10 +331,10 @@ def chain_loss(model: RDT, x: torch.Tensor, masking: MaskingStrategy, max_chain_
     at = lambda j: (s - j).clamp(min=0)                    # the level the latent after step j should be at (0: clean, stays clean)
     # the true noise level each step starts from (step j starts where step j-1 left off): the conditioning's teacher
     true = [masks[at(j - 1), rows].float().mean(1) for j in range(1, i + L + 1)]
-    prev = None
+    prev, e = None, model.embed(xs)                        # embedded once: the free steps and the trained ones share it
     if i:
-        with torch.no_grad(): prev = model.recursive_forward(xs, i, true_levels=true[:i], share=true_level_share)[-1]  # no graph kept
-    chain = model.recursive_forward(xs, L, prev=prev, true_levels=true[i:], share=true_level_share)
+        with torch.no_grad(): prev = model.recursive_forward(xs, i, true_levels=true[:i], share=true_level_share, e=e)[-1]  # no graph kept
+    chain = model.recursive_forward(xs, L, prev=prev, true_levels=true[i:], share=true_level_share, e=e)
     recon, gate = [], []
     for j, st in enumerate(chain, start=i + 1):
         k = at(j)

@@ -225,7 +225,9 @@ def test_restoration_scores_are_per_segment_and_paired(trained):
     assert all(v.shape == (10,) for v in s.values()) and ((s["pass_2"] >= 0) & (s["pass_2"] <= 1)).all()
     assert (s["mask_predict_1"] == s["pass_1"]).all()              # one iteration of mask-predict is one pass
     again = restoration_scores(model, seg, 0.5, max_steps=3, batch_size=4)
-    assert (again["pass_3"] == s["pass_3"]).all()                   # the same masks every time: scores pair up
+    assert (again["pass_3"] == s["pass_3"]).all()                   # the same masks every time
+    other = RDT(len(tok), tok.mask_token_id, 24, d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32)
+    assert (restoration_scores(other, seg, 0.5, max_steps=2, unigram_id=7, batch_size=4)["unigram"] == s["unigram"]).all()  # and for any model
     with pytest.raises(ValueError, match="hides no token"):
         restoration_scores(model, seg, 0.01, max_steps=1)
 
@@ -326,7 +328,7 @@ def test_new_paths_start_switched_off():
     torch.manual_seed(0)
     plain, x = tiny_model(), torch.randint(5, 50, (2, 16))
     x[:, ::2] = 4
-    for kw in (dict(conditioning="adaln"), dict(self_condition=True), dict(monotone_gate=True)):
+    for kw in (dict(conditioning="adaln"), dict(self_condition=True)):
         other = tiny_model(**kw)
         missing, unexpected = other.load_state_dict(plain.state_dict(), strict=False)
         assert not unexpected and all(k.startswith(("level_mlp", "self_cond")) for k in missing), kw
@@ -405,6 +407,32 @@ def test_mlm_loss_and_mask_predict():
     for s in steps: assert torch.equal(s[:, 1::2], x[:, 1::2]) and not (s == 4).any()   # visible kept, nothing left masked
     assert torch.equal(mask_predict(model, xm, iterations=1), model.inference(xm, threshold=None, max_steps=1).tokens)
     with pytest.raises(ValueError, match="iterations=0"): mask_predict(model, xm, iterations=0)
+    seen, forward = [], model.forward                     # the schedule: N, then N (I-1-t) // I hidden again after iteration t
+    model.forward = lambda ids, decode=True: (seen.append((ids == 4).sum(1).tolist()), forward(ids, decode))[1]
+    mask_predict(model, xm, iterations=4)
+    assert seen == [[8] * 8, [6] * 8, [4] * 8, [2] * 8]     # 16 tokens, 8 hidden: 8, 8*3//4, 8*2//4, 8*1//4
+
+
+def test_conditioned_passes_hear_the_mixed_level():
+    torch.manual_seed(0)
+    model, x = tiny_model(conditioning="adaln"), torch.randint(5, 50, (4, 16))
+    heard, encode = [], model.encode
+    model.encode = lambda h, level=None: (heard.append(level.detach().clone()), encode(h, level))[1]
+    chain = model.recursive_forward(torch.where(torch.arange(16) < 8, 4, x), 3, true_levels=[torch.full((4,), v) for v in (0.5, 0.4, 0.3)],
+                                    share=0.25)
+    assert torch.allclose(heard[0], torch.full((4,), 0.5))                            # the first pass: the true level
+    for j in (1, 2):                                                                     # later: 1/4 true, 3/4 the previous gate
+        assert torch.allclose(heard[j], 0.25 * (0.5 - 0.1 * j) + 0.75 * chain[j - 1].gate.detach())
+    heard.clear(); model.inference(torch.where(torch.arange(16) < 8, 4, x), threshold=None, max_steps=2)
+    assert torch.allclose(heard[0], torch.full((4,), 0.5))                              # inference: the masked fraction, then the gate
+    with pytest.raises(ValueError, match="must be even"): RDTModelConfig(d_model=33, n_heads=3, conditioning="adaln")
+
+
+def test_mlm_objective_trains_the_baseline(tmp_path, data_dir):
+    s = train_rdt(tiny_cfg(tmp_path, data_dir, "training.objective=mlm", "training.num_epochs=1"), bar=False)
+    assert s["step"] == 3 and s["val_gate_loss"] == 0 and s["val_avg_steps"] == 1     # no chain, no gate: one pass
+    state = load_checkpoint(tmp_path / "best_model.pt")
+    assert state["config"]["training"]["objective"] == "mlm"
 
 
 def test_objective_and_level_share_configs():

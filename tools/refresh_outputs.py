@@ -23,7 +23,9 @@ def machine() -> str:
 
 def main(patterns) -> int:
     nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("."))   # not a stale .NAME.executing.ipynb
-    if patterns: nbs = [p for p in nbs if any(fnmatch.fnmatch(p.stem, pt) or pt in p.stem for pt in patterns)]
+    if patterns:   # a notebook's exact name selects only it ("06_rdt" is not also 06_rdt_train); otherwise a glob or a substring
+        stems = {p.stem for p in nbs}
+        nbs = [p for p in nbs if any(p.stem == pt if pt in stems else fnmatch.fnmatch(p.stem, pt) or pt in p.stem for pt in patterns)]
     failed = []
     try:
         for nb in nbs:
