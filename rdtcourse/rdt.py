@@ -136,9 +136,9 @@ class RDT(nn.Module):
                  conditioning: str = "none", input_injection: bool = False, self_condition: bool = False,
                  monotone_gate: bool = False):
         super().__init__()
-        self.config = c = RDTModelConfig(d_model, n_heads, n_encoder_layers, n_decoder_layers, decoder_type, d_ff, dropout,
-                                         gate_hidden_dim, attention_bias, n_input_layers, conditioning, input_injection,
-                                         self_condition, monotone_gate)
+        self.config = RDTModelConfig(d_model, n_heads, n_encoder_layers, n_decoder_layers, decoder_type, d_ff, dropout,
+                                     gate_hidden_dim, attention_bias, n_input_layers, conditioning, input_injection,
+                                     self_condition, monotone_gate)
         if not 0 <= mask_token_id < vocab_size: raise ValueError(f"mask_token_id={mask_token_id} is outside the vocabulary (0..{vocab_size - 1})")
         self.vocab_size, self.mask_token_id, self.max_seq_length = vocab_size, mask_token_id, max_seq_length
         self.tok_emb = nn.Embedding(vocab_size, d_model)
@@ -161,7 +161,7 @@ class RDT(nn.Module):
         self.apply(self._init)
         for n, p in self.named_parameters():                 # GPT-2: scale residual projections by 1/sqrt(2 * depth)
             if n.endswith("c_proj.weight"): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_encoder_layers))
-        # "-Zero": the new paths start switched off, so a fresh model computes exactly what the guide's would
+        # zero-initialised: the new paths start switched off, so a fresh model computes exactly what the guide's would
         if conditioning == "adaln": nn.init.zeros_(self.level_mlp[-1].weight); nn.init.zeros_(self.level_mlp[-1].bias)
         if self_condition: nn.init.zeros_(self.self_cond.weight)
 
