@@ -314,7 +314,8 @@ def test_rdt_train_under_torchrun_resumes_exactly(tmp_path):
     sets = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.d_ff=64", "model.gate_hidden_dim=16",
             "data.vocab_size=400", "data.max_seq_length=24", "training.batch_size=8", "training.steps_per_epoch=3",
             "training.num_epochs=2", "training.eval_batches=1", "training.log_interval=1", "training.learning_rate=0.003",
-            "training.device=cpu", "training.tensorboard=false", f"data.data_dir={tmp_path / 'data'}"]
+            "training.device=cpu", "training.tensorboard=false", f"data.data_dir={tmp_path / 'data'}",
+            "model.dropout=0.1"]                                  # dropout: the random streams must resume too
     args = ["rdt", "train", "--preset", "cpu", *[a for s in sets for a in ("--set", s)]]
     r = torchrun(*args, "--set", f"training.checkpoint_dir={tmp_path / 'a'}")
     assert r.returncode == 0 and "2 processes (gloo)" in r.stdout, r.stderr[-2000:]
