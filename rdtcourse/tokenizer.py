@@ -144,7 +144,9 @@ def load_tokenizer(name_or_path):
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 def train_wordpiece(texts, vocab_size: int = 30_522, lowercase: bool = True, min_frequency: int = 2, show_progress: bool = False):
-    "Train a BERT-style WordPiece tokenizer ([PAD] [UNK] [CLS] [SEP] [MASK], `##` continuations); a `transformers` fast tokenizer."
+    """Train a BERT-style WordPiece tokenizer ([PAD] [UNK] [CLS] [SEP] [MASK], `##` continuations); a `transformers` fast tokenizer.
+    Not reproducible across processes: the `tokenizers` trainer numbers the `##` pieces in hash-map order, which also breaks
+    merge ties (huggingface/tokenizers#1794). Save the result and reuse it (`prepare_rdt_data` caches it with the data)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
