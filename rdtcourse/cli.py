@@ -204,7 +204,7 @@ def _cmd_data_list(args) -> int:
     return 0
 
 def _cmd_lab(args) -> int:
-    import secrets, shutil, signal, socket, subprocess, time
+    import secrets, shutil, signal, socket, subprocess
     from rdtcourse.course import project_root
     if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None and shutil.which("jupyter-lab") is None:
         raise ValueError("JupyterLab is not installed; install it with: pip install -e '.[lab]'")
@@ -223,9 +223,7 @@ def _cmd_lab(args) -> int:
         url = f"http://{args.ip}:{args.port}/lab/tree/{args.notebook or ''}?token={token}"
         print(f"JupyterLab on the course notebooks ({root / 'nbs'}):\n  {url}\nIts log: {log_path}. Ctrl-C stops it.", flush=True)
         try:
-            # Poll, never one blocking wait(): the kernel may hand Ctrl-C's SIGINT to any thread of this process, and Python
-            # runs its handler only when the main thread runs bytecode; a main thread parked in waitpid() would not notice.
-            while (code := proc.poll()) is None: time.sleep(0.2)   # ends only if the server stops by itself (busy port, bad option)
+            code = proc.wait()   # returns only if the server stops by itself (a busy port, a bad option)
             errors = [l.strip() for l in log_path.read_text().splitlines() if "ERROR" in l or "Error" in l]
             raise ValueError(f"JupyterLab exited with code {code}" + (f": {errors[-1]}" if errors else f"; see {log_path}"))
         except KeyboardInterrupt:

@@ -110,8 +110,10 @@ def _free_port() -> int:
 def test_jupyterlab_opens_a_chapter():
     pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (the dev and lab extras have it)")
     port = _free_port()
+    # Ctrl-C's SIGINT must reach it as in a terminal: a suite started in the background (`pytest &`, nohup) ignores
+    # SIGINT, every child inherits that, and the command would never see our signal (two full runs timed out so).
     lab = subprocess.Popen([str(Path(sys.executable).parent / "rdtcourse"), "lab", "03_gpt.ipynb", "--port", str(port)],
-                           cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                           cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = next(l.strip() for l in iter(lab.stdout.readline, "") if l.strip().startswith("http"))
         assert url.startswith(f"http://127.0.0.1:{port}/lab/tree/03_gpt.ipynb?token=")
