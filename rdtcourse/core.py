@@ -9,7 +9,7 @@ __all__ = ['PRESETS_DIR', 'get_device', 'seed_everything', 'rng_state', 'set_rng
            'load_config', 'config_dict', 'save_config', 'atomic_write_text', 'add_config_args', 'config_from_args',
            'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'FinalLineBar', 'headless',
            'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics', 'bootstrap_ci', 'paired_verdict',
-           'NullLogger', 'Distributed']
+           'ci_half', 'fmt_ci', 'NullLogger', 'Distributed']
 
 # %% ../nbs/00_core.ipynb #8c8b76ed
 import os
@@ -421,6 +421,14 @@ def paired_verdict(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
     if a.shape != b.shape: raise ValueError(f"paired scores must have the same shape, not {a.shape} and {b.shape}")
     diff, lo, hi = bootstrap_ci(a - b, n_boot, level, seed)
     return {"diff": diff, "lo": lo, "hi": hi, "verdict": "beats" if lo > 0 else "loses to" if hi < 0 else "ties"}
+
+def ci_half(values, **kw) -> float:
+    "Half the width of the bootstrap interval of the mean of `values` (what `metrics.json` stores as `*_ci`)."
+    _, lo, hi = bootstrap_ci(values, **kw); return (hi - lo) / 2
+
+def fmt_ci(values, digits: int = 3, **kw) -> str:
+    "The mean of `values` and half its bootstrap interval as text for tables: '0.112 ±0.002'."
+    m, lo, hi = bootstrap_ci(values, **kw); return f"{m:.{digits}f} ±{(hi - lo) / 2:.{digits}f}"
 
 # %% ../nbs/00_core.ipynb #fe0d390b
 import contextlib, gc

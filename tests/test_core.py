@@ -244,3 +244,14 @@ def test_show_widget_headless_shows_a_snapshot(monkeypatch):
     monkeypatch.delenv("RDTCOURSE_BAR")
     w = W.IntSlider(); show_widget(w)
     assert shown[-1] is w
+
+
+def test_interval_helpers_agree_with_bootstrap_ci():
+    import numpy as np
+    from rdtcourse.core import bootstrap_ci, ci_half, fmt_ci, paired_verdict
+    v = np.random.default_rng(0).random(500)
+    m, lo, hi = bootstrap_ci(v)
+    assert lo < m < hi and abs(ci_half(v) - (hi - lo) / 2) < 1e-12
+    assert fmt_ci(v) == f"{m:.3f} ±{(hi - lo) / 2:.3f}"
+    assert ci_half(np.full(50, 0.3)) == 0                                  # no spread, no interval
+    assert paired_verdict(v + 0.1, v)["verdict"] == "beats" and paired_verdict(v, v + 0.1)["verdict"] == "loses to"
