@@ -8,6 +8,13 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Two xdist workers share the machine's cores. Left alone, every worker's torch (and every notebook kernel it starts)
+# takes all the cores, and two such processes spin against each other: a notebook that runs in 48 s alone took
+# 1,069 s beside a torchrun test. Each worker, and everything it starts, gets its share of the cores instead.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
