@@ -9,8 +9,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Two xdist workers share the machine's cores. Left alone, every worker's torch (and every notebook kernel it starts)
-# takes all the cores, and two such processes spin against each other: a notebook that runs in 48 s alone took
-# 1,069 s beside a torchrun test. Each worker, and everything it starts, gets its share of the cores instead.
+# takes all the cores, and the processes spin against each other: 05_loss's CI tier, 48 s alone, took 1,069 s in the
+# suite, and the suite 27 minutes. Each worker, and everything it starts, gets its share of the cores instead (7 minutes).
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
