@@ -66,8 +66,13 @@ def _cmd_rdt_infer(args) -> int:
     if not args.text and not args.interactive: raise ValueError("nothing to denoise: give --text TEXT or --interactive")
     if args.max_steps < 1: raise ValueError(f"--max_steps {args.max_steps} must be at least 1")
     if not 0 <= args.mask_ratio <= 1: raise ValueError(f"--mask-ratio {args.mask_ratio} must be between 0 and 1")
-    model, tok, _ = rtrain.load_rdt(args.checkpoint, device=args.device)
-    run = lambda text: print(rtrain.format_result(rtrain.denoise(model, tok, text, args.threshold, args.max_steps,
+    model, tok, cfg = rtrain.load_rdt(args.checkpoint, device=args.device)
+    max_steps = args.max_steps
+    if cfg.training.objective == "mlm" and max_steps > 1:   # trained for one pass: its gate never learned to stop
+        print(f"{args.checkpoint} is a one-shot masked LM (training.objective=mlm): one pass, not --max_steps {max_steps}",
+              file=sys.stderr)
+        max_steps = 1
+    run = lambda text: print(rtrain.format_result(rtrain.denoise(model, tok, text, args.threshold, max_steps,
                                                                  args.mask_ratio, args.seed)))
     if args.text: run(args.text)
     if args.interactive:

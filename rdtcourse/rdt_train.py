@@ -327,12 +327,13 @@ def restoration_scores(model: RDT, segments: torch.Tensor, ratio: float, thresho
     """Per-segment exact match (the share of each segment's hidden tokens restored) with `ratio` of its tokens masked,
     for every method on the same masks: 'gate' (stopping at the first gate below `threshold`; 'steps' it took),
     'pass_1'..'pass_{max_steps}' (forced passes, gate ignored), 'mask_predict_I' for I in `mask_predict_iters`
-    (one pass of `model` per iteration) and 'unigram' (always guessing `unigram_id`). Each an array (segments,).
+    (one pass of `model` per iteration), 'unigram' (always guessing `unigram_id`) and 'unigram_share' (the share of
+    one pass's guesses that are `unigram_id`: 1 for a model that has learned nothing but frequency). Each an array (segments,).
     The masks depend only on `seed`, `batch_size` and the segments, so two models scored alike are paired."""
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     out = {k: [] for k in ["gate", "steps", *(f"pass_{n}" for n in range(1, max_steps + 1)),
-                           *(f"mask_predict_{i}" for i in mask_predict_iters), *(["unigram"] if unigram_id is not None else [])]}
+                           *(f"mask_predict_{i}" for i in mask_predict_iters), *(["unigram", "unigram_share"] if unigram_id is not None else [])]}
     for x in segments.split(batch_size):
         m = random_mask(x.size(0), x.size(1), ratio, g).to(device)
         x = x.to(device)
@@ -347,7 +348,9 @@ def restoration_scores(model: RDT, segments: torch.Tensor, ratio: float, thresho
         out["gate"].append(share(torch.stack(run.history)[stop, torch.arange(x.size(0), device=device)]))
         out["steps"].append((stop + 1).float())
         for i in mask_predict_iters: out[f"mask_predict_{i}"].append(share(mask_predict(model, xm, i)))
-        if unigram_id is not None: out["unigram"].append(share(torch.full_like(x, unigram_id)))
+        if unigram_id is not None:
+            out["unigram"].append(share(torch.full_like(x, unigram_id)))
+            out["unigram_share"].append(((run.history[0] == unigram_id) & m).sum(1).float() / m.sum(1))
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
 
 @torch.no_grad()

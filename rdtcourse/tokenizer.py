@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .core import atomic_write_text, progress
-from .data import TokenWriter
+from .data import TokenWriter, data_dir
 
 # %% ../nbs/02_tokenizer.ipynb #accd29dc
 class CharTokenizer:
@@ -114,8 +114,13 @@ _SPECIAL_ROLES = {EOT: ("eos_token", "bos_token"), "<s>": ("bos_token",), "</s>"
                   "[CLS]": ("cls_token",), "[SEP]": ("sep_token",), "[MASK]": ("mask_token",), "<mask>": ("mask_token",)}
 
 def load_tokenizer(name_or_path):
-    "A tokenizer from a folder (save_pretrained), a tokenizer.json, a character tokenizer JSON, or a hub name (online)."
+    """A tokenizer from a folder (save_pretrained), a tokenizer.json, a character tokenizer JSON, or a hub name (online).
+    A relative `.json` path that is not here is looked up in the embedded data folder (`wikitext2-sample/wordpiece-8000.json`)."""
     p = Path(str(name_or_path)).expanduser()
+    if p.suffix == ".json" and not p.is_absolute() and not p.exists():   # a tokenizer shipped beside its corpus
+        try: shipped = data_dir() / p
+        except FileNotFoundError: shipped = None                        # no embedded data: the error below names the path
+        if shipped is not None and shipped.is_file(): p = shipped
     what = f"tokenizer {str(p)!r} is not a tokenizer.json, a character-tokenizer JSON or a tokenizer folder"
     if p.is_file():
         try:

@@ -2,6 +2,7 @@
 exactly, the guide's configs, rdt-infer, the evaluation and the stepper's logic."""
 import subprocess, sys
 from pathlib import Path
+import numpy as np
 import pytest
 import torch
 from rdtcourse.core import ConfigError, load_checkpoint, read_log
@@ -131,7 +132,7 @@ def test_config_errors_name_the_key(sets, match):
 # --- training, checkpoints, resume ----------------------------------------------------------------------------------
 
 TINY = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.d_ff=64", "model.gate_hidden_dim=16",
-        "data.vocab_size=400", "data.max_seq_length=24", "training.batch_size=8", "training.steps_per_epoch=3",
+        "data.tokenizer=train", "data.vocab_size=400", "data.max_seq_length=24", "training.batch_size=8", "training.steps_per_epoch=3",
         "training.num_epochs=2", "training.eval_batches=1", "training.log_interval=1", "training.keep_last_n_checkpoints=2",
         "training.learning_rate=0.003", "training.device=cpu",
         "model.dropout=0.1"]   # the preset has none; the resume tests need dropout's random stream to continue exactly too
@@ -229,6 +230,11 @@ def test_restoration_scores_are_per_segment_and_paired(trained):
     assert (again["pass_3"] == s["pass_3"]).all()                   # the same masks every time
     other = RDT(len(tok), tok.mask_token_id, 24, d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32)
     assert (restoration_scores(other, seg, 0.5, max_steps=2, unigram_id=7, batch_size=4)["unigram"] == s["unigram"]).all()  # and for any model
+    m = random_mask(10, 24, 0.5, torch.Generator().manual_seed(0))      # the masks of one batch of 10, seed 0
+    guess = model.inference(torch.where(m, tok.mask_token_id, seg), threshold=None, max_steps=1).tokens
+    top = int(guess[m].mode().values)                                   # the token one pass guesses most
+    shares = restoration_scores(model, seg, 0.5, max_steps=1, unigram_id=top, batch_size=10)["unigram_share"]
+    assert np.allclose(shares, ((guess == top) & m).sum(1).numpy() / m.sum(1).numpy()) and shares.max() > 0
     with pytest.raises(ValueError, match="hides no token"):
         restoration_scores(model, seg, 0.01, max_steps=1)
 
@@ -434,6 +440,16 @@ def test_mlm_objective_trains_the_baseline(tmp_path, data_dir):
     assert s["step"] == 3 and s["val_gate_loss"] == 0 and s["val_avg_steps"] == 1     # no chain, no gate: one pass
     state = load_checkpoint(tmp_path / "best_model.pt")
     assert state["config"]["training"]["objective"] == "mlm"
+    p = run("rdt-infer", "--checkpoint", str(tmp_path / "best_model.pt"), "--text", "the [MASK] of the city", "--max_steps", "9")
+    assert p.returncode == 0 and p.stdout.splitlines()[2] == "Steps:  1/1", p.stdout + p.stderr   # its gate is untrained: one pass
+    assert "one-shot masked LM" in p.stderr
+
+
+def test_cpu_preset_reads_the_shipped_vocabulary():
+    from rdtcourse.tokenizer import load_tokenizer
+    d = load_rdt_config("cpu").data
+    tok = load_tokenizer(d.tokenizer)                                  # a file in data/, not a fresh training
+    assert d.tokenizer.endswith(".json") and len(tok) == d.vocab_size == 8000 and tok.mask_token_id is not None
 
 
 def test_objective_and_level_share_configs():

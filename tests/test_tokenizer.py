@@ -60,6 +60,16 @@ def test_load_tokenizer_errors(tmp_path):
         load_tokenizer("no-such-org/no-such-tokenizer-xyz")  # offline in tests: a clear error, not a hang
 
 
+def test_shipped_wordpiece_is_found_in_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                                  # not beside data/: the lookup, not the working directory
+    for n in (1000, 8000):
+        tok = load_tokenizer(f"wikitext2-sample/wordpiece-{n}.json")
+        assert len(tok) == n and tok.convert_ids_to_tokens(tok.mask_token_id) == "[MASK]"
+        assert tok.decode(tok("The City", add_special_tokens=False)["input_ids"]) == "the city"   # lower-cased, round-trips
+    with pytest.raises(FileNotFoundError, match="wordpiece-12.json"):
+        load_tokenizer("wikitext2-sample/wordpiece-12.json")
+
+
 def test_wordpiece_specials_and_lowercase():
     wp = train_wordpiece(CORPUS, vocab_size=300)
     assert [wp.convert_ids_to_tokens(i) for i in range(5)] == list(BERT_SPECIALS)
