@@ -464,6 +464,7 @@ class Distributed:
             raise ConfigError("several processes on MPS are not supported (gloo cannot reduce MPS tensors); use one process or --device cpu")
         self.device, self.backend = dev, ("nccl" if dev.type == "cuda" else "gloo")
         # torchrun sets OMP_NUM_THREADS=1 for every process; on a CPU that leaves cores idle, so share them out
+        self._threads = torch.get_num_threads()                    # put back by close(): set_num_threads is process-wide
         if threads or (dev.type == "cpu" and "LOCAL_WORLD_SIZE" in env):
             torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local_world))
         self._owns = self.world_size > 1 and not tdist.is_initialized()
@@ -503,12 +504,19 @@ class Distributed:
         return model.no_sync() if self.enabled and not sync and hasattr(model, "no_sync") else contextlib.nullcontext()
 
     def average_grads(self, model: torch.nn.Module) -> None:
-        "What DDP does in backward, by hand, for models trained through methods other than forward: mean the gradients over ranks."
+        """What DDP does in backward, by hand, for models trained through methods other than forward: mean the gradients
+        over ranks. A rank without a gradient for a parameter counts as zeros; a parameter no rank has one for (a part
+        the loss never used, like the gate of a masked LM) keeps none, so the optimizer leaves it alone, as in one process."""
         if not self.enabled: return
         params = [p for p in model.parameters() if p.requires_grad]
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])  # one message
-        tdist.all_reduce(flat); flat /= self.world_size
-        for p, g in zip(params, flat.split([p.numel() for p in params])): p.grad = g.view_as(p).clone()
+        if not params: return
+        has = torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype, device=params[0].device)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params] + [has])  # one message
+        tdist.all_reduce(flat)
+        seen = flat[-len(params):].tolist()                     # how many ranks had each gradient
+        flat = flat[:-len(params)] / self.world_size
+        for p, g, n in zip(params, flat.split([p.numel() for p in params]), seen):
+            p.grad = g.view_as(p).clone() if n > 0 else None
 
     def gather_rng(self) -> list:
         "Every rank's `rng_state()`, in rank order (a checkpoint keeps them all, so each rank resumes its own stream)."
@@ -529,6 +537,7 @@ class Distributed:
 
     def close(self) -> None:
         "The clean shutdown: free what gloo still references, wait for every rank, then leave the group."
+        torch.set_num_threads(self._threads)
         if not self._owns or not tdist.is_initialized(): return
         gc.collect()                       # DDP buckets and optimizer state released before the group goes
         tdist.barrier()                    # nobody destroys the group while another rank still talks to it

@@ -158,7 +158,7 @@ def _sample_text(model, tok, cfg: TrainConfig, device) -> str:
 _MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "bias")
 _SCHEDULE_KEYS = ("lr", "min_lr", "warmup_steps", "max_steps")
 
-def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched):
+def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched, say=print):
     "Resume from the newest checkpoint if any -> (state or None, scheduler); refuse a different architecture; follow a changed schedule from the saved step."
     path = ck.latest()
     if path is None: return None, sched
@@ -175,7 +175,7 @@ def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
             for _ in range(state["step"]): sched.step()
-        print(f"schedule changed since the checkpoint: following the new one from step {state['step']}")
+        say(f"schedule changed since the checkpoint: following the new one from step {state['step']}")
     return state, sched
 
 def train(cfg: TrainConfig, bar: bool = True) -> dict:
@@ -195,7 +195,7 @@ def _train(cfg: TrainConfig, dist: Distributed, bar: bool) -> dict:
     ctx = autocast_context(device, cfg.dtype)
     out = Path(cfg.out_dir)
     ck = Checkpointer(out, keep_last=cfg.keep_last, metric="val_loss")
-    state, sched = _resume(ck, cfg, model, opt, sched)
+    state, sched = _resume(ck, cfg, model, opt, sched, say=dist.print)   # once, not per rank
     start = state["step"] if state else 0
     if state and dist.enabled and not dist.restore_rng(state.get("extra", {}).get("rng_ranks"), cfg.seed, start):
         dist.print(f"the checkpoint was written by another number of processes: batches from here differ from an uninterrupted run")

@@ -255,3 +255,27 @@ def test_interval_helpers_agree_with_bootstrap_ci():
     assert fmt_ci(v) == f"{m:.3f} ±{(hi - lo) / 2:.3f}"
     assert ci_half(np.full(50, 0.3)) == 0                                  # no spread, no interval
     assert paired_verdict(v + 0.1, v)["verdict"] == "beats" and paired_verdict(v, v + 0.1)["verdict"] == "loses to"
+
+
+def test_average_grads_keeps_unused_parameters_without_gradients(tmp_path, monkeypatch):
+    import torch.distributed as tdist
+    from rdtcourse.core import Distributed
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)   # no network
+    try:
+        d = Distributed("cpu")
+        d.world_size = 2                     # as if a second rank sent zeros for every gradient
+        used, unused = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+        model = torch.nn.ModuleDict({"used": used, "unused": unused})
+        used(torch.ones(1, 3)).sum().backward()
+        before = used.weight.grad.clone()
+        d.average_grads(model)
+        assert torch.equal(used.weight.grad, before / 2) and unused.weight.grad is None and unused.bias.grad is None
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_distributed_puts_the_thread_count_back():
+    from rdtcourse.core import Distributed
+    n = torch.get_num_threads()
+    with Distributed("cpu", threads=1): assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == n

@@ -312,7 +312,7 @@ def test_gpt_train_under_torchrun_resumes_exactly(tmp_path):
 @pytest.mark.torchrun
 def test_rdt_train_under_torchrun_resumes_exactly(tmp_path):
     sets = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.d_ff=64", "model.gate_hidden_dim=16",
-            "data.vocab_size=400", "data.max_seq_length=24", "training.batch_size=8", "training.steps_per_epoch=3",
+            "data.tokenizer=train", "data.vocab_size=400", "data.max_seq_length=24", "training.batch_size=8", "training.steps_per_epoch=3",
             "training.num_epochs=2", "training.eval_batches=1", "training.log_interval=1", "training.learning_rate=0.003",
             "training.device=cpu", "training.tensorboard=false", f"data.data_dir={tmp_path / 'data'}",
             "model.dropout=0.1"]                                  # dropout: the random streams must resume too
