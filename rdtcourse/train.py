@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .core import (Checkpointer, CheckpointError, ConfigError, Distributed, RunLogger, get_device, load_checkpoint,
-                            read_log, save_config, seed_everything)
+                            read_log, rng_state, save_config, seed_everything, set_rng_state)
 from .data import get_batch, load_text, load_tokens, read_meta, get_corpus, load_records
 from .tokenizer import CharTokenizer, encode_corpus, load_tokenizer, train_bpe
 from .gpt import GPT, GPTConfig
@@ -225,12 +225,16 @@ def _train(cfg: TrainConfig, dist: Distributed, bar: bool) -> dict:
             log.progress(done, loss=loss.item(), lr=lr_now)
             if done % cfg.log_interval == 0: log.log(done, **{"train/loss": dist.all_reduce(loss.item()), "lr": lr_now})
             if done % cfg.eval_interval == 0 or done == end:  # also when stopping early, so nothing is lost
+                # an evaluation made only because the run stops here must not move the random streams: the resumed
+                # run then draws the batches an uninterrupted one would, whatever step stop_at names
+                keep = rng_state() if done % cfg.eval_interval else None
                 est = estimate_loss(model, {"train": train_data, "val": val_data}, cfg.eval_iters, cfg.block_size,
                                     cfg.batch_size, device, ctx)
                 last = {k: dist.all_reduce(v) for k, v in est.items()}   # every rank estimated on its own batches
                 log.log(done, **{"val/loss": last["val"], "train/eval_loss": last["train"]})
                 log.write(f"step {done}: train loss {last['train']:.4f}, val loss {last['val']:.4f}")
                 if tok is not None and dist.is_main: log.write("--- sample ---\n" + _sample_text(model, tok, cfg, device) + "\n--------------")
+                if keep is not None: set_rng_state(keep)
                 rngs = dist.gather_rng()                # collective: every rank takes part, rank 0 writes
                 if dist.is_main:
                     ck.save(model, opt, sched, step=done, config=cfg, metrics={"val_loss": last["val"], "train_loss": last["train"]},

@@ -35,11 +35,12 @@ def test_loss_falls(data, tmp_path):
     assert s["tokens_per_second"] > 0 and s["steps_run"] == 60
 
 
-def test_resume_matches_uninterrupted(data, tmp_path):
+@pytest.mark.parametrize("stop_at", [20, 13])                          # on an evaluation step, and between two
+def test_resume_matches_uninterrupted(data, tmp_path, stop_at):
     train(cfg(data, tmp_path / "straight"), bar=False)
-    train(cfg(data, tmp_path / "split", stop_at=20), bar=False)       # "interrupted" after step 20
+    train(cfg(data, tmp_path / "split", stop_at=stop_at), bar=False)  # "interrupted" after step stop_at
     s = train(cfg(data, tmp_path / "split"), bar=False)               # the same command again resumes
-    assert s["steps_run"] == 20
+    assert s["steps_run"] == 40 - stop_at
     a = load_checkpoint(tmp_path / "straight" / "ckpt_step_40.pt")
     b = load_checkpoint(tmp_path / "split" / "ckpt_step_40.pt")
     for k in a["model"]:
