@@ -464,7 +464,7 @@ class Distributed:
             raise ConfigError("several processes on MPS are not supported (gloo cannot reduce MPS tensors); use one process or --device cpu")
         self.device, self.backend = dev, ("nccl" if dev.type == "cuda" else "gloo")
         # torchrun sets OMP_NUM_THREADS=1 for every process; on a CPU that leaves cores idle, so share them out
-        self._threads = torch.get_num_threads()                    # put back by close(): set_num_threads is process-wide
+        self._threads = torch.get_num_threads()                    # put back on exit: set_num_threads is process-wide
         if threads or (dev.type == "cpu" and "LOCAL_WORLD_SIZE" in env):
             torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local_world))
         self._owns = self.world_size > 1 and not tdist.is_initialized()
@@ -549,6 +549,7 @@ class Distributed:
         if exc_type is None: self.close()
         # on an error, no barrier: the other ranks may never reach it. The process exits non-zero and torchrun
         # stops the rest of the group at once.
+        torch.set_num_threads(self._threads)   # on an error too: a notebook kernel lives on after a failed run
         return False
 
     def __repr__(self): return f"Distributed(rank={self.rank}, world_size={self.world_size}, device={self.device}, backend={self.backend})"

@@ -222,6 +222,10 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
         saved = state.get("config", {}).get("model")
         if saved is not None and saved != vars(cfg.model):
             raise ConfigError(f"checkpoint {checkpoint} holds a model with another config ({saved}); use the config it was trained with")
+        was = Path(checkpoint).parent / "tokenizer"             # the vocabulary it was trained on, saved beside it
+        if was.is_dir() and load_tokenizer(was).get_vocab() != tok.get_vocab():
+            raise ConfigError(f"checkpoint {checkpoint} was trained with another vocabulary than data.tokenizer={d.tokenizer!r} "
+                              f"gives (the ids would mean other pieces); use the tokenizer it was trained with")
         ck.resume(model, opt, sched, path=checkpoint, state=state)
         step = int(state["step"])
         if dist.enabled and not dist.restore_rng(state.get("extra", {}).get("rng_ranks"), t.seed, step):

@@ -277,5 +277,8 @@ def test_average_grads_keeps_unused_parameters_without_gradients(tmp_path, monke
 def test_distributed_puts_the_thread_count_back():
     from rdtcourse.core import Distributed
     n = torch.get_num_threads()
-    with Distributed("cpu", threads=1): assert torch.get_num_threads() == 1
+    with Distributed("cpu", threads=n + 1): assert torch.get_num_threads() == n + 1
     assert torch.get_num_threads() == n
+    with pytest.raises(RuntimeError):
+        with Distributed("cpu", threads=n + 1): raise RuntimeError("a failed run")
+    assert torch.get_num_threads() == n                               # put back on an error too

@@ -68,6 +68,9 @@ def test_shipped_wordpiece_is_found_in_the_data_folder(tmp_path, monkeypatch):
         assert tok.decode(tok("The City", add_special_tokens=False)["input_ids"]) == "the city"   # lower-cased, round-trips
     with pytest.raises(FileNotFoundError, match="wordpiece-12.json"):
         load_tokenizer("wikitext2-sample/wordpiece-12.json")
+    monkeypatch.setenv("RDTCOURSE_DATA", str(tmp_path / "nowhere"))   # no data folder at all: the same clear error
+    with pytest.raises(FileNotFoundError, match="wordpiece-1000.json"):
+        load_tokenizer("wikitext2-sample/wordpiece-1000.json")
 
 
 def test_wordpiece_specials_and_lowercase():
