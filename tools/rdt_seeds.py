@@ -2,6 +2,7 @@
 
     python tools/rdt_seeds.py                          # the default rows and seeds 1, 2 and 42 (about 55 minutes on 2 CPU cores)
     python tools/rdt_seeds.py --rows guide injection --seeds 1 2
+    python tools/rdt_seeds.py --report                  # the tables of what is done, paired across rows
 
 Chapter 6c trains every row once, with seed 42; its intervals cover the choice of segments, not of the seed. This
 script answers the question a single seed cannot: does a verdict (recursion vs one pass, RDT vs the masked LM and
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rdtcourse.core import atomic_write_text, bootstrap_ci, paired_verdict
+from rdtcourse.core import atomic_write_text, paired_verdict
 from rdtcourse.rdt_train import fixed_segments, load_rdt, load_rdt_config, prepare_rdt_data, restoration_scores, train_rdt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +45,16 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 42])
     p.add_argument("--segments", type=int, default=2048, help="held-out segments scored, after the first %d" % SKIP)
     p.add_argument("--out", default=str(ROOT / "_runs/seeds"))
+    p.add_argument("--report", action="store_true", help="print the tables of the finished runs and stop")
     a = p.parse_args(argv)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    if a.report: return report(out)
     data = out / "data"                                       # tokenized once, read by every run
     results_path = out / "seeds.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if results.setdefault("_segments", a.segments) != a.segments:   # finished runs were scored on other segments
+        print(f"{results_path} holds runs scored on {results['_segments']} segments, not {a.segments}: use another --out",
+              file=sys.stderr); return 1
     base = load_rdt_config("cpu", sets=[*COMMON, f"data.data_dir={data}"])
     _, train_tokens, held_out = prepare_rdt_data(base.data)
     segments = fixed_segments(held_out, base.data.max_seq_length)[SKIP:SKIP + a.segments]
@@ -83,6 +89,32 @@ def main(argv=None) -> int:
             atomic_write_text(results_path, json.dumps(results, indent=1))
             print(f"{key}: trained in {r['train_seconds']}s, scored in {time.time() - t0:.0f}s: "
                   + ", ".join(f"{k} {v}" for k, v in r.items() if not isinstance(v, dict) and k not in ("params", "train_seconds")))
+    return 0
+
+
+def report(out: Path) -> int:
+    "Markdown tables of the finished runs: per seed, each RDT row's gate against its one pass, the masked LM and mask-predict."
+    results = json.loads((out / "seeds.json").read_text())
+    seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in results if not k.startswith("_")})
+    rows = [r for r in ROWS if r != "mlm" and any(f"{r}-s{s}" in results for s in seeds)]
+    scores = lambda key, p: np.load(out / key / f"scores_{p}.npz")
+    fmt = lambda v: f"{v['diff']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}] {v['verdict']}"
+    for p in (50, 90):
+        n = len(scores(next(k for k in results if not k.startswith("_")), p)["gate"])
+        print(f"\n### {p}% masked ({n:,} segments; paired 95% bootstrap intervals)\n")
+        print("| row | seed | one pass | gate | steps | gate - one pass | gate - masked LM | gate - mask-predict x10 |")
+        print("|---|---|---|---|---|---|---|---|")
+        for s in seeds:
+            mlm = f"mlm-s{s}" in results and scores(f"mlm-s{s}", p)
+            if mlm is not False:
+                print(f"| masked LM | {s} | {results[f'mlm-s{s}'][f'pass_1_{p}']:.4f} | mask-predict {results[f'mlm-s{s}'][f'mask_predict_10_{p}']:.4f} | | | | |")
+            for r in rows:
+                key = f"{r}-s{s}"
+                if key not in results: continue
+                x, g = results[key], scores(key, p)
+                vs = [fmt(paired_verdict(g["gate"], mlm[k])) if mlm is not False else "" for k in ("pass_1", "mask_predict_10")]
+                print(f"| {r} | {s} | {x[f'pass_1_{p}']:.4f} | {x[f'gate_{p}']:.4f} | {x[f'steps_{p}']:.1f} | "
+                      f"{fmt(x[f'gate_vs_one_pass_{p}'])} | {vs[0]} | {vs[1]} |")
     return 0
 
 
