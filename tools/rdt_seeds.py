@@ -1,6 +1,6 @@
 """Train chapter 6c's ablation rows with several seeds and score them on held-out segments 6c never looks at.
 
-    python tools/rdt_seeds.py                          # the default rows and seeds 1, 2 and 42 (about 55 minutes on 2 CPU cores)
+    python tools/rdt_seeds.py                          # the default rows and seeds 1, 2 and 42 (about 65 minutes on 2 CPU cores)
     python tools/rdt_seeds.py --rows guide injection --seeds 1 2
     python tools/rdt_seeds.py --report                  # the tables of what is done, paired across rows
 
@@ -21,15 +21,17 @@ from rdtcourse.rdt_train import fixed_segments, load_rdt, load_rdt_config, prepa
 
 ROOT = Path(__file__).resolve().parent.parent
 # chapter 6c's sizes (its parameters cell) and rows, cumulative as there; "io" is exercise 1's row: input/output
-# layers on top of input injection, without self-conditioning
+# layers on top of input injection, without self-conditioning ("selfcond" is 6c's self-conditioning row)
 COMMON = ["training.max_train_steps=900", "data.max_seq_length=64", "data.tokenizer=wikitext2-sample/wordpiece-1000.json",
           "model.d_model=128",
           "model.d_ff=512", "model.n_encoder_layers=1", "model.dropout=0", "training.tensorboard=false"]
 GUIDE = []
 MONOTONE = ["training.recon_on=masked", "model.conditioning=adaln", "model.monotone_gate=true"]
 INJECTION = MONOTONE + ["model.input_injection=true"]
+SELF_COND = INJECTION + ["model.self_condition=true"]
 IO = INJECTION + ["model.n_input_layers=1", "model.decoder_type=transformer", "model.n_decoder_layers=1"]
-ROWS = {"guide": GUIDE, "monotone": MONOTONE, "injection": INJECTION, "io": IO, "mlm": ["training.objective=mlm"]}
+ROWS = {"guide": GUIDE, "monotone": MONOTONE, "injection": INJECTION, "selfcond": SELF_COND, "io": IO,
+        "mlm": ["training.objective=mlm"]}
 RATIOS = (0.5, 0.9)
 SKIP = 256 + 256 + 1024   # 6c's trainer, validation and test segments
 
