@@ -2,14 +2,14 @@
 
     python tools/rdt_seeds.py                          # the default rows and seeds 1, 2 and 42 (about 65 minutes on 2 CPU cores)
     python tools/rdt_seeds.py --rows guide injection --seeds 1 2
-    python tools/rdt_seeds.py --report                  # the tables of what is done, paired across rows
+    python tools/rdt_seeds.py --report tools/rdt_seeds.json   # the committed tables (default: --out's seeds.json)
 
 Chapter 6c trains every row once, with seed 42; its intervals cover the choice of segments, not of the seed. This
 script answers the question a single seed cannot: does a verdict (recursion vs one pass, RDT vs the masked LM and
 mask-predict) hold when only the seed changes? Every run reads 6c's shipped 1,000-piece WordPiece, so the data are
 the same token for token. The scoring segments are the held-out segments after 6c's trainer, validation and test segments
 (256 + 256 + 1,024), so the sweep informs choices without touching 6c's test split.
-Results go to `--out`/seeds.json (rewritten after every run, so a stopped sweep keeps what it finished).
+Results go to `--out`/seeds.json (rewritten after every run, so a stopped sweep keeps what it finished), with every\nverdict the tables show; the per-segment scores stay beside each run (`scores_50.npz`, `scores_90.npz`).
 """
 import argparse, json, shutil, sys, time
 from pathlib import Path
@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # chapter 6c's sizes (its parameters cell) and rows, cumulative as there; "io" is exercise 1's row: input/output
 # layers on top of input injection, without self-conditioning ("selfcond" is 6c's self-conditioning row)
 COMMON = ["training.max_train_steps=900", "data.max_seq_length=64", "data.tokenizer=wikitext2-sample/wordpiece-1000.json",
-          "model.d_model=128",
-          "model.d_ff=512", "model.n_encoder_layers=1", "model.dropout=0", "training.tensorboard=false"]
+          "model.d_model=128", "model.d_ff=512", "model.n_encoder_layers=1", "model.dropout=0", "training.tensorboard=false"]
 GUIDE = []
 MONOTONE = ["training.recon_on=masked", "model.conditioning=adaln", "model.monotone_gate=true"]
 INJECTION = MONOTONE + ["model.input_injection=true"]
@@ -47,10 +46,12 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 42])
     p.add_argument("--segments", type=int, default=2048, help="held-out segments scored, after the first %d" % SKIP)
     p.add_argument("--out", default=str(ROOT / "_runs/seeds"))
-    p.add_argument("--report", action="store_true", help="print the tables of the finished runs and stop")
+    p.add_argument("--report", nargs="?", const="", metavar="JSON",
+                   help="print the tables of a results file (default: --out's seeds.json) and stop")
     a = p.parse_args(argv)
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    if a.report: return report(out)
+    out = Path(a.out)
+    if a.report is not None: return report(Path(a.report) if a.report else out / "seeds.json")
+    out.mkdir(parents=True, exist_ok=True)
     data = out / "data"                                       # tokenized once, read by every run
     results_path = out / "seeds.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -88,35 +89,43 @@ def main(argv=None) -> int:
                     r[f"best_forced_{p_}"] = int(np.argmax([s[f"pass_{n}"].mean() for n in range(1, 21)])) + 1
                 np.savez_compressed(run / f"scores_{p_}.npz", **s)   # per-segment scores: paired tests across rows later
             results[key] = r
+            pair_with_baselines(results, out)
             atomic_write_text(results_path, json.dumps(results, indent=1))
             print(f"{key}: trained in {r['train_seconds']}s, scored in {time.time() - t0:.0f}s: "
                   + ", ".join(f"{k} {v}" for k, v in r.items() if not isinstance(v, dict) and k not in ("params", "train_seconds")))
     return 0
 
 
-def report(out: Path) -> int:
-    "Markdown tables of the finished runs: per seed, each RDT row's gate against its one pass, the masked LM and mask-predict."
-    results = json.loads((out / "seeds.json").read_text())
+def pair_with_baselines(results: dict, out: Path) -> None:
+    "Each RDT run's gate against the masked LM of its seed (one pass and mask-predict), paired on the saved per-segment scores."
+    for key, r in results.items():
+        if key.startswith(("_", "mlm-")) or f"mlm-s{key.rsplit('-s', 1)[1]}" not in results: continue
+        mlm = out / f"mlm-s{key.rsplit('-s', 1)[1]}"
+        for p in (50, 90):
+            g, m = np.load(out / key / f"scores_{p}.npz")["gate"], np.load(mlm / f"scores_{p}.npz")
+            r[f"gate_vs_mlm_{p}"] = verdict(g, m["pass_1"])
+            r[f"gate_vs_mask_predict_{p}"] = verdict(g, m["mask_predict_10"])
+
+
+def report(path: Path) -> int:
+    "Markdown tables of a results file: per seed, each RDT row's gate against its one pass, the masked LM and mask-predict."
+    results = json.loads(path.read_text())
     seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in results if not k.startswith("_")})
     rows = [r for r in ROWS if r != "mlm" and any(f"{r}-s{s}" in results for s in seeds)]
-    scores = lambda key, p: np.load(out / key / f"scores_{p}.npz")
-    fmt = lambda v: f"{v['diff']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}] {v['verdict']}"
+    fmt = lambda v: f"{v['diff']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}] {v['verdict']}" if v else ""
     for p in (50, 90):
-        n = len(scores(next(k for k in results if not k.startswith("_")), p)["gate"])
-        print(f"\n### {p}% masked ({n:,} segments; paired 95% bootstrap intervals)\n")
+        print(f"\n### {p}% masked ({results.get('_segments', '?'):,} segments; paired 95% bootstrap intervals)\n")
         print("| row | seed | one pass | gate | steps | gate - one pass | gate - masked LM | gate - mask-predict x10 |")
         print("|---|---|---|---|---|---|---|---|")
         for s in seeds:
-            mlm = f"mlm-s{s}" in results and scores(f"mlm-s{s}", p)
-            if mlm is not False:
-                print(f"| masked LM | {s} | {results[f'mlm-s{s}'][f'pass_1_{p}']:.4f} | mask-predict {results[f'mlm-s{s}'][f'mask_predict_10_{p}']:.4f} | | | | |")
+            if f"mlm-s{s}" in results:
+                m = results[f"mlm-s{s}"]
+                print(f"| masked LM | {s} | {m[f'pass_1_{p}']:.4f} | mask-predict {m[f'mask_predict_10_{p}']:.4f} | | | | |")
             for r in rows:
-                key = f"{r}-s{s}"
-                if key not in results: continue
-                x, g = results[key], scores(key, p)
-                vs = [fmt(paired_verdict(g["gate"], mlm[k])) if mlm is not False else "" for k in ("pass_1", "mask_predict_10")]
+                x = results.get(f"{r}-s{s}")
+                if x is None: continue
                 print(f"| {r} | {s} | {x[f'pass_1_{p}']:.4f} | {x[f'gate_{p}']:.4f} | {x[f'steps_{p}']:.1f} | "
-                      f"{fmt(x[f'gate_vs_one_pass_{p}'])} | {vs[0]} | {vs[1]} |")
+                      f"{fmt(x[f'gate_vs_one_pass_{p}'])} | {fmt(x.get(f'gate_vs_mlm_{p}'))} | {fmt(x.get(f'gate_vs_mask_predict_{p}'))} |")
     return 0
 
 
