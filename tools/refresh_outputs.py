@@ -6,7 +6,7 @@
 This is the one deliberate write of executed notebooks into nbs/ (the runner and the tests write under _runs/).
 Notebooks run through `rdtcourse.course.execute_notebook`, as in the course runner, so progress bars leave one final
 line. Each chapter's metrics.json and wall time go into nbs/learner_results.json, the home page's results table.
-A notebook that fails is left untouched. Run nbdev-clean afterwards (this script does) and commit.
+A notebook that fails is left untouched. The script runs nbdev-clean on the notebooks it refreshed; then commit.
 """
 import fnmatch, os, platform, subprocess, sys, time
 from pathlib import Path
@@ -45,8 +45,9 @@ def main(patterns) -> int:
                 run = NotebookRun(nb.stem, nb, run_dir, seconds, _read_json(run_dir / "metrics.json"), _read_json(run_dir / "reference.json"))
                 record_learner_run(run, ROOT, machine())
             print(f"refreshed {nb.name} in {seconds:.0f}s", flush=True)
-    finally:
-        subprocess.run([str(Path(sys.executable).parent / "nbdev-clean")], cwd=ROOT, check=True)
+    finally:   # clean only what this run wrote, so notebooks being edited meanwhile are left alone
+        for nb in nbs:
+            subprocess.run([str(Path(sys.executable).parent / "nbdev-clean"), "--fname", str(nb)], cwd=ROOT, check=True)
     return 1 if failed else 0
 
 
