@@ -1,4 +1,4 @@
-"""The guide's training chain with TensorBoard, checkpoints that resume and YAML configs; `rdt-train` and `rdt-infer`; and the measurement that matters: does the gate take more steps on harder inputs, and does recursion beat a single step?
+"""The guide's training chain with checkpoints that resume and YAML configs, `rdt-train` and `rdt-infer`; then the test that matters: the trained model against one pass of itself, and against the same backbone trained as a one-shot masked LM, at an equal token budget.
 
 Docs: https://rdtcourse.github.io/rdtcourse/rdt_train.html.md"""
 

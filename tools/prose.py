@@ -6,7 +6,8 @@
 A number in a markdown cell is *traced* when one of these holds:
 - the notebook prints it: a cell output (text, markdown or HTML) or its learner `metrics.json` (kept in
   `nbs/learner_results.json`) holds a number that rounds to it (`0.149` is traced by `0.1492`; `14.9%` by `0.1492`
-  too); a whole number must be printed as that whole number;
+  too); a whole number must be printed as that whole number; the committed run's wall time (its seconds, and its
+  minutes rounded) traces a notebook's "about N minutes";
 - it is a published figure, marked by a footnote right after it: `1.88[^nanogpt]` with `[^nanogpt]: where it comes
   from` at the end of the cell. The marker covers the numbers of its phrase, back to the last `;`, `:`, `(` or
   sentence end, so `gate steps 2.4 / 7.6 / 13.8[^rdt]` is one marked phrase;
@@ -110,7 +111,10 @@ def traced(token: str, percent: bool, whole: set, values: list) -> bool:
 def check_notebook(path: Path, results: dict | None = None) -> list[Untraced]:
     nb = json.loads(Path(path).read_text())
     results = results if results is not None else _learner_results()
-    whole, values = printed_numbers(nb, results.get(Path(path).stem, {}).get("metrics", {}))
+    run = results.get(Path(path).stem, {})
+    whole, values = printed_numbers(nb, run.get("metrics", {}))
+    if run.get("seconds"):   # the committed learner run's wall time traces "about N minutes"
+        whole |= {run["seconds"], round(run["seconds"] / 60)}; values += [run["seconds"], run["seconds"] / 60]
     bad = []
     for i, c in enumerate(nb["cells"]):
         if c["cell_type"] != "markdown": continue

@@ -1,15 +1,16 @@
-"""Train chapter 6c's ablation rows with several seeds and score them on held-out segments 6c never looks at.
+"""Train chapter 6's ablation rows with several seeds and score each run against one pass and the masked LM.
 
     python tools/rdt_seeds.py                          # the default rows and seeds 1, 2 and 42 (about 65 minutes on 2 CPU cores)
     python tools/rdt_seeds.py --rows guide injection --seeds 1 2
     python tools/rdt_seeds.py --report tools/rdt_seeds.json   # the committed tables (default: --out's seeds.json)
 
-Chapter 6c trains every row once, with seed 42; its intervals cover the choice of segments, not of the seed. This
-script answers the question a single seed cannot: does a verdict (recursion vs one pass, RDT vs the masked LM and
-mask-predict) hold when only the seed changes? Every run reads 6c's shipped 1,000-piece WordPiece, so the data are
-the same token for token. The scoring segments are the held-out segments after 6c's trainer, validation and test segments
-(256 + 256 + 1,024), so the sweep informs choices without touching 6c's test split.
-Results go to `--out`/seeds.json (rewritten after every run, so a stopped sweep keeps what it finished), with every\nverdict the tables show; the per-segment scores stay beside each run (`scores_50.npz`, `scores_90.npz`).
+The results behind `nbs/06_rdt_appendix.ipynb`, which reads the committed `tools/rdt_seeds.json`. Each row adds
+mechanisms of `06_rdt` section 5 to a small RDT (one shared layer, the shipped 1,000-piece WordPiece, 900 steps); the
+question is whether a verdict (recursion vs one pass, RDT vs the masked LM and mask-predict) holds when only the seed
+changes. Every run reads the same vocabulary and data, token for token. The scoring segments are held-out segments
+after the first 1,536 (the trainer's 256 validation segments, then 1,280 kept apart for choosing settings).
+Results go to `--out`/seeds.json (rewritten after every run, so a stopped sweep keeps what it finished), with every
+verdict the tables show; the per-segment scores stay beside each run (`scores_50.npz`, `scores_90.npz`).
 """
 import argparse, json, shutil, sys, time
 from pathlib import Path
@@ -20,8 +21,8 @@ from rdtcourse.core import atomic_write_text, paired_verdict
 from rdtcourse.rdt_train import fixed_segments, load_rdt, load_rdt_config, prepare_rdt_data, restoration_scores, train_rdt
 
 ROOT = Path(__file__).resolve().parent.parent
-# chapter 6c's sizes (its parameters cell) and rows, cumulative as there; "io" is exercise 1's row: input/output
-# layers on top of input injection, without self-conditioning ("selfcond" is 6c's self-conditioning row)
+# the rows' shared sizes, and the rows, cumulative: "io" puts input/output layers on top of input injection,
+# without self-conditioning ("selfcond" adds self-conditioning to input injection)
 COMMON = ["training.max_train_steps=900", "data.max_seq_length=64", "data.tokenizer=wikitext2-sample/wordpiece-1000.json",
           "model.d_model=128", "model.d_ff=512", "model.n_encoder_layers=1", "model.dropout=0", "training.tensorboard=false"]
 GUIDE = []
@@ -32,7 +33,7 @@ IO = INJECTION + ["model.n_input_layers=1", "model.decoder_type=transformer", "m
 ROWS = {"guide": GUIDE, "monotone": MONOTONE, "injection": INJECTION, "selfcond": SELF_COND, "io": IO,
         "mlm": ["training.objective=mlm"]}
 RATIOS = (0.5, 0.9)
-SKIP = 256 + 256 + 1024   # 6c's trainer, validation and test segments
+SKIP = 256 + 256 + 1024   # the trainer's validation segments, then segments kept apart for choosing settings
 
 
 def verdict(a, b) -> dict:
