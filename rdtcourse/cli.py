@@ -14,6 +14,7 @@ from pathlib import Path
 from .core import ConfigError, CheckpointError, add_config_args, config_from_args, get_device
 from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
+from .results import check_report, check_run
 from . import train as gtrain
 from . import rdt_train as rtrain
 from . import rqvae as rq
@@ -31,6 +32,9 @@ def _cmd_course(args) -> int:
     from rdtcourse.course import project_root
     results = (results or project_root() / "_runs" / cfg.tier) / "results.md"
     print(results.read_text())
+    if cfg.tier == "learner":   # is my run normal? each headline against the committed run and its band
+        for r in runs:
+            if r.ok: print(check_report(r.name, check_run(r.name, r.metrics)) + "\n")
     failed = [r.name for r in runs if not r.ok]
     print(f"{len(runs) - len(failed)}/{len(runs)} notebooks ran; results in {results}"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))

@@ -61,7 +61,8 @@ class MovieLensSeqData:
         r = ratings[ratings.movieId.isin(index.index)].sort_values(["userId", "timestamp", "movieId"], kind="stable")
         users, histories = [], []
         for u, g in r.groupby("userId", sort=True):
-            if len(g) >= 3: users.append(u); histories.append(index[g.movieId.to_numpy()].to_numpy())   # train, val, test
+            # copy=True: pandas' copy-on-write hands out read-only arrays, which torch.as_tensor warns about
+            if len(g) >= 3: users.append(u); histories.append(index[g.movieId.to_numpy()].to_numpy(copy=True))   # train, val, test
             if max_users and len(users) == max_users: break
         return cls(np.array(users), histories, len(movie_data.movies), max_seq_len)
 
@@ -238,7 +239,7 @@ def beam_search(model: DecoderRetrievalModel, contexts: list, corpus_ids: torch.
     T = int(lengths.max())
     tokens = torch.zeros(B, T, dtype=torch.long, device=device)                # right-padded histories
     for i, c in enumerate(contexts):
-        if len(c): tokens[i, : len(c) * L] = corpus_ids[torch.tensor(c)].flatten().to(device)   # a copy: histories are read-only views
+        if len(c): tokens[i, : len(c) * L] = corpus_ids[torch.tensor(c)].flatten().to(device)
     cache = KVCache(len(model.blocks))
     logits = model(tokens, cache=cache).logits                                  # (B, T, K): the histories, once
     logits = logits[torch.arange(B), lengths - 1]                               # (B, K): level 0 of the next item
@@ -363,7 +364,7 @@ def rank_sasrec(model: SASRec, contexts: list, seen: list | None, k: int = 10, b
     for s in range(0, len(contexts), batch_size):
         ctx = contexts[s:s + batch_size]
         x = torch.full((len(ctx), max(len(c) for c in ctx)), -1, dtype=torch.long)
-        for i, c in enumerate(ctx): x[i, : len(c)] = torch.tensor(np.asarray(c))   # a copy: histories are read-only views
+        for i, c in enumerate(ctx): x[i, : len(c)] = torch.tensor(np.asarray(c))
         logits = model(x.to(device)).logits[torch.arange(len(ctx)), torch.tensor([len(c) - 1 for c in ctx])]   # (b, n_items)
         if seen is not None:
             for i, sn in enumerate(seen[s:s + batch_size]): logits[i, torch.tensor(np.asarray(sn, dtype=np.int64))] = float("-inf")

@@ -53,3 +53,19 @@ def test_a_run_outside_the_band_is_flagged(tmp_path):
 def test_unknown_notebook_has_nothing_to_compare():
     assert check_run("not_a_chapter", {"x": 1}, ROOT) == []
     assert "no committed run" in check_report("not_a_chapter", [])
+
+
+def test_course_command_checks_a_learner_run(tmp_path, monkeypatch, capsys):
+    # `rdtcourse course --tier learner --only 04_training` ends on the check; here the run itself is faked
+    from rdtcourse import cli
+    from rdtcourse.course import NotebookRun
+    m = {**learner_results(ROOT)["04_training"]["metrics"]}
+    m["val_loss"] += 0.4
+    def fake_run_course(tier, only, runs_dir=None, timeout=None):
+        (tmp_path / "results.md").write_text("| results |\n")
+        return [NotebookRun("04_training", tmp_path / "04_training.ipynb", tmp_path, 1.0, m, {})]
+    monkeypatch.setattr(cli, "run_course", fake_run_course)
+    assert cli.main(["course", "--tier", "learner", "--only", "04_training", "--set", f"runs_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "04_training: your run against the committed one" in out
+    assert "worse than expected: see 04_training section" in out
