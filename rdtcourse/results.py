@@ -27,7 +27,7 @@ class Headline:
     baseline: str | None = None     # key of the number it is compared with, from the same run
     baseline_label: str = ""        # what that number is
     better: str = "higher"          # "higher", "lower", or "" (a count or a size: neither)
-    tol: float | None = None        # a re-run within committed +- tol is normal (default: 2 half-widths, else 5%)
+    tol: float | None = None        # a re-run within committed +- tol is normal (unset: 2 half-widths of its interval, else 5%)
     section: str = ""               # where the chapter explains this number
 
     def tolerance(self, metrics: dict) -> float:
@@ -49,7 +49,7 @@ class Chapter:
 H = Headline
 CHAPTERS = [
     Chapter("00_core", "Core plumbing", "devices, seeds, configs, checkpoints that resume exactly, logging, `Distributed`",
-            [H("resume_matches", "a resumed run matches an uninterrupted one (1: bit for bit)", tol=0, section="section 4")]),
+            [H("resume_matches", "a resumed run matches an uninterrupted one (1: bit for bit)", tol=0, section="section 3")]),
     Chapter("01_data", "Data", "the embedded corpora, online loaders, memory-mapped token files, batches",
             [H("corpora", "corpora that load offline", better="", tol=0),
              H("shakespeare_train_tokens", "Shakespeare training characters", better="", tol=0)]),
@@ -61,7 +61,7 @@ CHAPTERS = [
     Chapter("04_training", "Training", "AdamW, warm-up and cosine, clipping, accumulation, evaluation, resumable checkpoints",
             [H("val_loss", "Shakespeare validation loss (nats/char)", better="lower", tol=0.03, section="section 5"),
              H("bpe_bits_per_char", "bits per character, BPE model", baseline="char_bits_per_char",
-               baseline_label="character model", better="lower", tol=0.05, section="section 7")]),
+               baseline_label="character model", better="lower", tol=0.05, section="section 6")]),
     Chapter("05_loss", "Reading a loss", "ln V, perplexity, bits per character, over-fitting detection",
             [H("healthy_val_loss", "validation loss of a healthy run", better="lower", tol=0.03),
              H("overfit_detected", "over-fitting caught (1: yes)", tol=0)]),
@@ -74,7 +74,7 @@ CHAPTERS = [
              H("avg_steps_50", "gate steps, 50% masked", better="", tol=1.5, section="section 6")]),
     Chapter("06_rdt_appendix", "RDT appendix: mechanisms x seeds", "the reference's later mechanisms over three seeds",
             [H("beats_one_pass_both_levels", "runs whose recursion beats one pass at 50% and 90%", baseline="runs",
-               baseline_label="runs", tol=0)]),
+               baseline_label="runs", better="", tol=0)]),
     Chapter("07_rqvae", "RQ-VAE semantic IDs", "residual quantization with k-means init and dead-code restarts",
             [H("codebook_usage_min", "codebook usage, worst level", baseline="usage_min_no_fixes",
                baseline_label="without the fixes", tol=0.03),
@@ -105,8 +105,8 @@ def learner_results(root=None) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 def total_minutes(results: dict) -> float:
-    "Minutes of all the committed learner runs together."
-    return sum(r["seconds"] for r in results.values()) / 60
+    "Minutes of the committed learner runs of the chapters in `CHAPTERS`, together."
+    return sum(results[c.name]["seconds"] for c in CHAPTERS if c.name in results) / 60
 
 # %% ../nbs/results.ipynb #38a4dc7c
 def _interval(h: Headline, m: dict) -> str:
@@ -166,6 +166,7 @@ def check_run(name: str, metrics: dict, root=None) -> list[dict]:
         if h.key not in ref: continue
         tol = h.tolerance(ref)
         lo, hi, v = ref[h.key] - tol, ref[h.key] + tol, metrics.get(h.key)
+        if ref[h.key] >= 0: lo = max(lo, 0.0)       # a share, a loss or a difference in size is never negative
         where = f"see {name}" + (f" {h.section}" if h.section else "")
         if v is None or (isinstance(v, float) and math.isnan(v)): verdict = f"missing from your metrics.json: {where}"
         elif lo - 1e-12 <= v <= hi + 1e-12: verdict = "as expected"
@@ -174,6 +175,11 @@ def check_run(name: str, metrics: dict, root=None) -> list[dict]:
         else:
             good = v > hi if h.better == "higher" else v < lo
             verdict = "better than expected" if good else f"worse than expected: {where}"
+        if v is not None and h.baseline and h.baseline in ref and h.baseline in metrics:
+            side = lambda a, b: (a > b) - (a < b)     # which side of its baseline the number falls on
+            if side(v, metrics[h.baseline]) != side(ref[h.key], ref[h.baseline]):
+                verdict = f"{'as expected' if verdict == 'as expected' else verdict.split(':')[0]}, but the comparison with " \
+                          f"{h.baseline_label} turned: {where}"
         out.append({"metric": h.label, "yours": v, "committed": ref[h.key], "band": (lo, hi), "verdict": verdict})
     return out
 

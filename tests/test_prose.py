@@ -10,7 +10,7 @@ import prose  # noqa: E402
 
 NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith("."))
 CHAPTERS = [p for p in NOTEBOOKS if re.match(r"(0\d|1\d)_", p.name)]   # 00-19: the chapters (90_course, 99_cli are tools)
-WARNING = re.compile(r"\b\w*Warning\b|\bWARNING\b|\bwarn\(")
+WARNING = re.compile(r"\b\w*Warning\b|\bWARNING\b|\bwarn\(|^\s*warning:", re.M | re.I)
 
 
 def _cells(nb: Path) -> list:
@@ -36,6 +36,12 @@ def _notebook(md: str, printed: str) -> dict:
     ("x0.99 here, x0.78 in an earlier run", "2 processes: x0.99"),                                         # 10_ddp
     ("over the 15-minute budget", "took 586 s"),                                                           # 08_retrieval
     ("1.88 in the paper", "val loss 1.909"),                                                               # unmarked reference
+    ("Recursion gains +0.0021 over one pass.", "gain over one pass: -0.0021"),                            # the sign flipped
+    ("In chapter 4, 1.85 was the loss.", "val loss 1.909"),                                                # after a reference
+    ("the loss < 2 so RDT wins by 0.35 <details>", "val loss 1.909"),                                      # a comparison, not a tag
+    ("(batch 2048)", "batch 64"),                                                                          # not a citation year
+    ("nanoGPT's 1.88[^ng] is lower.", "val loss 1.909"),                                                   # a marker with no source
+    ("We got 0.412 against nanoGPT's 1.88[^ng].\n\n[^ng]: nanoGPT's README.", "val loss 1.909"),           # a marker covers its number only
 ])
 def test_checker_catches_drift(tmp_path, md, printed):
     f = tmp_path / "nb.ipynb"
@@ -51,10 +57,14 @@ def test_checker_catches_drift(tmp_path, md, printed):
     "gate steps 2.4 / 7.6 / 13.8[^rdt]\n\n[^rdt]: the RDT guide.",  # a footnote covers its phrase
     "as in chapter 4, section 3; set `n_layer=6`; see $\\ln 65$; bf16 and GPT-2; (Kang and McAuley, 2018)",
     "with a 95% bootstrap interval",
+    "a loss of **1.88**[^ng] and 1.88 (nanoGPT)[^ng]\n\n[^ng]: nanoGPT's README.",   # bold, or a label before the marker
+    "a gain of +0.060 and a loss of -1.909",                                            # signs as printed
+    "1.0M tokens, 1,003.854k characters",                                               # k and M scale the number
+    "chapters 3-4 and section 5",
 ])
 def test_checker_accepts_traced_numbers(tmp_path, md):
     f = tmp_path / "nb.ipynb"
-    f.write_text(json.dumps(_notebook(md, "val loss 1.909, usage 0.9727, tokens 1003854")))
+    f.write_text(json.dumps(_notebook(md, "val loss 1.909, usage 0.9727, tokens 1003854, diff +0.0600, delta -1.909")))
     assert not prose.check_notebook(f, results={}), prose.check_notebook(f, results={})
 
 
@@ -91,3 +101,11 @@ def test_every_chapter_has_exercises_with_solutions_that_run(nb):
         if c["cell_type"] == "code" and "# Solution to exercise" in src:
             assert "#| code-fold: true" in src, f"{nb.name}: a solution cell without `#| code-fold: true`"
             assert re.search(r"\bassert\b|test_eq|test_close", src), f"{nb.name}: a solution that checks nothing"
+
+
+def test_run_time_in_prose_matches_the_committed_run(tmp_path):
+    f = tmp_path / "nb.ipynb"
+    f.write_text(json.dumps(_notebook("**Run time.** About nine minutes on two CPU cores.", "trained in 167s")))
+    assert prose.check_notebook(f, results={"nb": {"seconds": 425, "metrics": {}}}), "nine minutes for a 7-minute run"
+    f.write_text(json.dumps(_notebook("**Run time.** About 7 minutes on two CPU cores.", "trained in 167s")))
+    assert not prose.check_notebook(f, results={"nb": {"seconds": 425, "metrics": {}}})

@@ -69,3 +69,11 @@ def test_course_command_checks_a_learner_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "04_training: your run against the committed one" in out
     assert "worse than expected: see 04_training section" in out
+
+
+def test_a_run_whose_comparison_turns_is_flagged():
+    # recall within its band, but now below the most-popular baseline, where the committed run was above it
+    m = dict(learner_results(ROOT)["08_retrieval"]["metrics"])
+    m["pop_recall_10"] = m["recall_10"] + 0.001
+    row = check_run("08_retrieval", m, ROOT)[0]
+    assert row["verdict"].startswith("as expected, but the comparison with most popular turned"), row["verdict"]

@@ -28,8 +28,8 @@ HTML_TAGS = set("a abbr b br code div em i img kbd li ol p pre s small span stro
 
 
 def _chapter_links(text: str, prefix: str) -> str:
-    "Point the index's `](NN_name.ipynb)` links at `prefix` + the notebook (README: nbs/...; the site keeps them)."
-    return re.sub(r"\]\((\d\d_\w+\.ipynb)\)", lambda m: f"]({prefix}{m.group(1)})", text)
+    "Point the index's `](name.ipynb)` links at `prefix` + the notebook (README: nbs/...; the site keeps them)."
+    return re.sub(r"\]\((\w+\.ipynb(?:#[\w-]+)?)\)", lambda m: f"]({prefix}{m.group(1)})", text)
 
 
 def readme_text() -> str:
