@@ -80,11 +80,13 @@ CHAPTERS = [
                baseline_label="without the fixes", tol=0.03),
              H("unique_prefix_share", "movies unique on 3 codes", tol=0.03)]),
     Chapter("08_retrieval", "Generative retrieval", "a semantic-ID decoder with trie-constrained beam search",
-            [H("recall_10", "test Recall@10", baseline="pop_recall_10", baseline_label="most popular", tol=0.015),
-             H("sasrec_recall_10", "SASRec's test Recall@10", tol=0.015)]),
+            # two learner runs with the same code (one with a freshly trained chapter 7 model) gave 0.046 and 0.026
+            [H("recall_10", "test Recall@10", baseline="pop_recall_10", baseline_label="most popular", tol=0.025),
+             H("sasrec_recall_10", "SASRec's test Recall@10", tol=0.02)]),
     Chapter("09_tow_sft", "ToW fine-tuning", "thought tokens fine-tuned into a Hugging Face model with `accelerate`",
-            [H("acc_tow", "held-out exact match, ToW", baseline="acc_plain", baseline_label="plain fine-tuning", tol=0.04),
-             H("tow_gain", "ToW minus plain", lo="tow_gain_lo", hi="tow_gain_hi", tol=0.04)]),
+            # two learner runs with the same code (each with its own freshly made base model) gave 0.26 and 0.36
+            [H("acc_tow", "held-out exact match, ToW", baseline="acc_plain", baseline_label="plain fine-tuning", tol=0.12),
+             H("tow_gain", "ToW minus plain", lo="tow_gain_lo", hi="tow_gain_hi", tol=0.09)]),
     Chapter("10_ddp", "Korean GPT with DDP", "`torchrun`, `DistributedSampler`, `no_sync`, exact resume",
             [H("test_loss_decoder", "test loss (nats/token)", baseline="test_loss_ffn", baseline_label="MLP-only model",
                better="lower", tol=0.03),
