@@ -45,7 +45,7 @@ def test_a_run_outside_the_band_is_flagged(tmp_path):
     assert rows[h[1].label]["verdict"].startswith("missing")
     assert rows[h[2].label]["verdict"].startswith("different from expected")
     better = check_run("06_rdt_train", {**m, "exact_match_50": m["exact_match_50"] + 0.2}, ROOT)
-    assert better[0]["verdict"] == "better than expected"
+    assert better[0]["verdict"].startswith("better than expected")
     text = check_report("06_rdt_train", list(rows.values()))
     assert "worse than expected" in text and "normal [" in text
 
@@ -72,8 +72,8 @@ def test_course_command_checks_a_learner_run(tmp_path, monkeypatch, capsys):
 
 
 def test_a_run_whose_comparison_turns_is_flagged():
-    # recall within its band, but now below the most-popular baseline, where the committed run was above it
+    # recall within its band, but now on the other side of the most-popular baseline than in the committed run
     m = dict(learner_results(ROOT)["08_retrieval"]["metrics"])
-    m["pop_recall_10"] = m["recall_10"] + 0.001
+    m["pop_recall_10"] = m["recall_10"] + (0.001 if m["recall_10"] > m["pop_recall_10"] else -0.001)
     row = check_run("08_retrieval", m, ROOT)[0]
     assert row["verdict"].startswith("as expected, but the comparison with most popular turned"), row["verdict"]
