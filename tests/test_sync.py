@@ -52,3 +52,10 @@ def test_poetry_reads_the_same_version_as_setuptools():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert meta["tool"]["poetry"]["version"] == rdtcourse.__version__   # Poetry 2 needs it written out; setuptools reads __init__
     assert meta["project"]["dynamic"] == ["version"]
+
+
+def test_sidebar_lists_every_notebook_once():
+    import yaml
+    listed = yaml.safe_load((ROOT / "nbs" / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
+    notebooks = sorted(p.name for p in (ROOT / "nbs").glob("[!._]*.ipynb"))
+    assert sorted(listed) == notebooks, f"nbs/sidebar.yml (written by hand) must list every notebook once: {listed}"
