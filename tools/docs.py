@@ -79,8 +79,9 @@ def prepare_proc(proc: Path) -> None:
             if c["cell_type"] == "markdown": c["source"] = re.sub(r"\]\((\w+)\.ipynb", renamed, src)
             for o in c.get("outputs", []):
                 md = o.get("data", {}).get("text/markdown")
-                if md:   # show_doc: the notebook's own classes print as __main__.X, defaults as <factory>
-                    o["data"]["text/markdown"] = _escape_placeholders("".join(md).replace("__main__.", ""))
+                if md:   # show_doc: the notebook's own classes print as __main__.X, defaults as <factory>; generated
+                    md = re.sub(r"\]\((\w+)\.ipynb", renamed, "".join(md))   # tables link notebooks as markdown cells do
+                    o["data"]["text/markdown"] = _escape_placeholders(md.replace("__main__.", ""))
         p.unlink()
         (proc / f"{pages[p.stem]}.ipynb").write_text(json.dumps(nb, indent=1))
     side = proc / "sidebar.yml"
