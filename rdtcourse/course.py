@@ -7,7 +7,7 @@ Docs: https://rdtcourse.github.io/rdtcourse/course.html.md"""
 # %% auto #0
 __all__ = ['TIERS', 'project_root', 'chapter_notebooks', 'declared_parameters', 'tier_parameters', 'execute_notebook',
            'NotebookRun', 'run_notebook', 'results_markdown', 'run_course', 'learner_results_path',
-           'record_learner_run', 'learner_results_markdown', 'CourseConfig']
+           'record_learner_run', 'CourseConfig']
 
 # %% ../nbs/90_course.ipynb #fae85230
 import fnmatch, json, os, time
@@ -169,20 +169,6 @@ def record_learner_run(run: NotebookRun, root=None, machine: str = "") -> Path:
     results[run.name] = {"seconds": round(run.seconds), "machine": machine, "metrics": run.metrics, "reference": run.reference}
     atomic_write_text(path, json.dumps(dict(sorted(results.items())), indent=1, ensure_ascii=False) + "\n")
     return path
-
-def learner_results_markdown(root=None) -> str:
-    "The home page's table: per notebook, its learner-run time and headline numbers (reference values in brackets)."
-    results = _read_json(learner_results_path(root))
-    if not results: return "*No learner run recorded yet: `python tools/refresh_outputs.py` records them.*\n"
-    lines = ["| notebook | minutes | headline numbers (published reference) |", "|---|---|---|"]
-    for name, r in results.items():
-        ref = r.get("reference", {})
-        nums = "; ".join(f"{k} {_fmt(v)}" + (f" ({_fmt(ref[k])})" if k in ref else "") for k, v in r["metrics"].items())
-        lines.append(f"| `{name}` | {r['seconds'] / 60:.1f} | {nums} |")
-    total = sum(r["seconds"] for r in results.values()) / 60
-    machines = sorted({r.get("machine") for r in results.values() if r.get("machine")})
-    lines += ["", f"All {len(results)} notebooks: {total:.0f} minutes" + (f" on {', '.join(machines)}." if machines else ".")]
-    return "\n".join(lines) + "\n"
 
 # %% ../nbs/90_course.ipynb #dcc19bfd
 @dataclass
