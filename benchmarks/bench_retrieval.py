@@ -7,7 +7,9 @@ cost of a beam search does not depend on what the weights learned. The semantic 
 when its run exists, otherwise random unique IDs of the same shape. Contexts are 49 movies, the longest the model
 reads. Two ways to serve: one user at a time (an online request), and 64 users per call (offline scoring).
 """
-import argparse, time
+
+import argparse
+import time
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,7 +19,8 @@ from rdtcourse.rqvae import load_rqvae
 
 
 def corpus(path) -> torch.Tensor:
-    if path and Path(path).exists(): return load_rqvae(path).corpus_ids
+    if path and Path(path).exists():
+        return load_rqvae(path).corpus_ids
     g = torch.Generator().manual_seed(0)
     codes = torch.unique(torch.randint(256, (12_000, 3), generator=g), dim=0)[:9_742]
     return torch.cat([codes, torch.zeros(len(codes), 1, dtype=torch.long)], 1)
@@ -25,7 +28,11 @@ def corpus(path) -> torch.Tensor:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rqvae", default="_runs/learner/07_rqvae/rqvae/rqvae.pt", help="chapter 7's semantic IDs (default: %(default)s)")
+    p.add_argument(
+        "--rqvae",
+        default="_runs/learner/07_rqvae/rqvae/rqvae.pt",
+        help="chapter 7's semantic IDs (default: %(default)s)",
+    )
     p.add_argument("--users", type=int, default=128, help="users to time per setting (default: %(default)s)")
     p.add_argument("--device", default=None)
     a = p.parse_args()
@@ -41,10 +48,10 @@ def main():
     print("| beam width | users per call | ms per user |\n|---|---|---|")
     for w in (10, 20):
         for per_call in (1, 64):
-            beam_search(model, contexts[:per_call], ids, w, trie, contexts[:per_call])   # warm-up
+            beam_search(model, contexts[:per_call], ids, w, trie, contexts[:per_call])  # warm-up
             t0 = time.perf_counter()
             for s in range(0, a.users, per_call):
-                beam_search(model, contexts[s:s + per_call], ids, w, trie, contexts[s:s + per_call])
+                beam_search(model, contexts[s : s + per_call], ids, w, trie, contexts[s : s + per_call])
             print(f"| {w} | {per_call} | {(time.perf_counter() - t0) / a.users * 1000:.1f} |")
 
 

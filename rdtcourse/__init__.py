@@ -1,3 +1,3 @@
-"""Modern language-model systems built from scratch, one literate notebook at a time: tokenizers, GPT, RDT, RQ-VAE retrieval, ToW SFT and DDP."""
+"""Language-model systems from scratch, one notebook at a time: tokenizers, GPT, RDT, RQ-VAE, ToW, DDP."""
 
 __version__ = "0.1.0"

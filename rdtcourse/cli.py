@@ -8,104 +8,150 @@ Docs: https://rdtcourse.github.io/rdtcourse/cli.html.md"""
 __all__ = ['build_parser', 'main', 'rdt_train', 'rdt_infer']
 
 # %% ../nbs/99_cli.ipynb #afd9f462
-import argparse, dataclasses, os, sys
+import argparse
+import dataclasses
+import os
+import sys
 from pathlib import Path
 
 from .core import ConfigError, CheckpointError, add_config_args, config_from_args, get_device
 from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
 from .results import check_report, check_run
-from . import train as gtrain
+from . import training
 from . import rdt_train as rtrain
 from . import rqvae as rq
 from . import retrieval as ret
-from . import sft
-from . import kr
+from . import tow_sft
+from . import ddp
 
 # %% ../nbs/99_cli.ipynb #139c6251
 def _cmd_course(args) -> int:
     cfg = config_from_args(CourseConfig, args)
-    if args.tier: cfg.tier = args.tier   # set directly: "00" must stay a string, not become the number 0
-    if args.only: cfg.only = args.only
+    if args.tier:
+        cfg.tier = args.tier  # set directly: "00" must stay a string, not become the number 0
+    if args.only:
+        cfg.only = args.only
     runs = run_course(cfg.tier, cfg.only, runs_dir=cfg.runs_dir, timeout=cfg.timeout)
     results = Path(cfg.runs_dir) if cfg.runs_dir else None
     from rdtcourse.course import project_root
+
     results = (results or project_root() / "_runs" / cfg.tier) / "results.md"
     print(results.read_text())
-    if cfg.tier == "learner":   # is my run normal? each headline against the committed run and its band
+    if cfg.tier == "learner":  # is my run normal? each headline against the committed run and its band
         for r in runs:
-            if r.ok: print(check_report(r.name, check_run(r.name, r.metrics)) + "\n")
+            if r.ok:
+                print(check_report(r.name, check_run(r.name, r.metrics)) + "\n")
     failed = [r.name for r in runs if not r.ok]
-    print(f"{len(runs) - len(failed)}/{len(runs)} notebooks ran; results in {results}"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(runs) - len(failed)}/{len(runs)} notebooks ran; results in {results}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
+
 def _cmd_gpt_prepare(args) -> int:
-    cfg = config_from_args(gtrain.PrepareConfig, args)
-    out = gtrain.prepare(cfg)
-    print(f"wrote {out['train_bin']} ({out['train_tokens']:,} tokens), {out['val_bin']} ({out['val_tokens']:,} tokens) "
-          f"and {out['tok_path']} (vocabulary {out['vocab_size']:,})")
+    cfg = config_from_args(training.PrepareConfig, args)
+    out = training.prepare(cfg)
+    print(
+        f"wrote {out['train_bin']} ({out['train_tokens']:,} tokens), {out['val_bin']} ({out['val_tokens']:,} tokens) "
+        f"and {out['tok_path']} (vocabulary {out['vocab_size']:,})"
+    )
     return 0
+
 
 def _cmd_gpt_train(args) -> int:
-    cfg = config_from_args(gtrain.TrainConfig, args)
-    if args.device: get_device(args.device); cfg.device = args.device   # a bad --device fails before anything runs
+    cfg = config_from_args(training.TrainConfig, args)
+    if args.device:
+        get_device(args.device)
+        cfg.device = args.device  # a bad --device fails before anything runs
     for f in (cfg.train_bin, cfg.val_bin):
-        if not Path(f).exists(): raise FileNotFoundError(f"token file {f!r} does not exist; run `rdtcourse gpt prepare` first or --set train_bin=/val_bin=")
-    gtrain.train(cfg)
+        if not Path(f).exists():
+            raise FileNotFoundError(
+                f"token file {f!r} does not exist; run `rdtcourse gpt prepare` first or --set train_bin=/val_bin="
+            )
+    training.train(cfg)
     return 0
 
+
 def _cmd_gpt_sample(args) -> int:
-    model, tok = gtrain.load_model(args.checkpoint, tok_path=args.tok_path, device=args.device)
-    print(gtrain.sample(model, tok, args.prompt, args.max_new_tokens, args.temperature, args.top_k, seed=args.seed))
+    model, tok = training.load_model(args.checkpoint, tok_path=args.tok_path, device=args.device)
+    print(training.sample(model, tok, args.prompt, args.max_new_tokens, args.temperature, args.top_k, seed=args.seed))
     return 0
+
 
 def _cmd_rdt_train(args) -> int:
     cfg = rtrain.load_rdt_config(args.preset, args.config, args.override, args.sets)
-    if args.device: get_device(args.device); cfg.training.device = args.device   # a bad --device fails before anything runs
+    # a bad --device fails before anything runs
+    if args.device:
+        get_device(args.device)
+        cfg.training.device = args.device
     rtrain.train_rdt(cfg, checkpoint=args.checkpoint)
     return 0
 
+
 def _cmd_rdt_infer(args) -> int:
-    if not args.text and not args.interactive: raise ValueError("nothing to denoise: give --text TEXT or --interactive")
-    if args.max_steps < 1: raise ValueError(f"--max_steps {args.max_steps} must be at least 1")
-    if not 0 <= args.mask_ratio <= 1: raise ValueError(f"--mask-ratio {args.mask_ratio} must be between 0 and 1")
+    if not args.text and not args.interactive:
+        raise ValueError("nothing to denoise: give --text TEXT or --interactive")
+    if args.max_steps < 1:
+        raise ValueError(f"--max_steps {args.max_steps} must be at least 1")
+    if not 0 <= args.mask_ratio <= 1:
+        raise ValueError(f"--mask-ratio {args.mask_ratio} must be between 0 and 1")
     model, tok, cfg = rtrain.load_rdt(args.checkpoint, device=args.device)
     max_steps = args.max_steps
-    if cfg.training.objective == "mlm" and max_steps > 1:   # trained for one pass: its gate never learned to stop
-        print(f"{args.checkpoint} is a one-shot masked LM (training.objective=mlm): one pass, not --max_steps {max_steps}",
-              file=sys.stderr)
+    if cfg.training.objective == "mlm" and max_steps > 1:  # trained for one pass: its gate never learned to stop
+        print(
+            f"{args.checkpoint} is a one-shot masked LM (training.objective=mlm): one pass, not --max_steps "
+            f"{max_steps}",
+            file=sys.stderr,
+        )
         max_steps = 1
-    run = lambda text: print(rtrain.format_result(rtrain.denoise(model, tok, text, args.threshold, max_steps,
-                                                                 args.mask_ratio, args.seed)))
-    if args.text: run(args.text)
+    run = lambda text: print(
+        rtrain.format_result(rtrain.denoise(model, tok, text, args.threshold, max_steps, args.mask_ratio, args.seed))
+    )
+    if args.text:
+        run(args.text)
     if args.interactive:
         print("RDT Interactive Inference\nEnter text to denoise (or 'quit' to exit)")
         while True:
-            try: text = input("\nInput text: ")
-            except EOFError: break                         # end of piped input, or Ctrl-D
-            if text.strip().lower() in ("quit", "exit"): break
-            if not text.strip(): continue
+            try:
+                text = input("\nInput text: ")
+            except EOFError:
+                break  # end of piped input, or Ctrl-D
+            if text.strip().lower() in ("quit", "exit"):
+                break
+            if not text.strip():
+                continue
             print("Running inference...\n")
-            try: run(text)
-            except ValueError as e: print(f"error: {e}")   # a bad line should not end the session
+            try:
+                run(text)
+            except ValueError as e:
+                print(f"error: {e}")  # a bad line should not end the session
     return 0
+
 
 def _cmd_rqvae_train(args) -> int:
     cfg = config_from_args(rq.RQVAEConfig, args)
     model, data, history = rq.train_rqvae(cfg)
     h = history[-1]
     usage = min(h[f"usage_{l}"] for l in range(cfg.n_levels))
-    print(f"wrote {Path(cfg.out_dir) / 'rqvae.pt'}: semantic IDs for {len(data.movies):,} movies; lowest codebook usage "
-          f"{usage:.1%}, {h['unique_prefix_share']:.1%} unique on {cfg.n_levels} codes, reconstruction R^2 {h['recon_r2']:.3f}")
+    print(
+        f"wrote {Path(cfg.out_dir) / 'rqvae.pt'}: semantic IDs for {len(data.movies):,} movies; lowest codebook usage "
+        f"{usage:.1%}, {h['unique_prefix_share']:.1%} unique on {cfg.n_levels} codes, reconstruction R^2 "
+        f"{h['recon_r2']:.3f}"
+    )
     return 0
+
 
 def _cmd_retrieval_train(args) -> int:
     cfg = config_from_args(ret.RetrievalConfig, args)
     if not Path(cfg.rqvae).exists():
-        raise FileNotFoundError(f"semantic IDs {cfg.rqvae!r} do not exist; run `rdtcourse rqvae train` first or --set rqvae=PATH")
+        raise FileNotFoundError(
+            f"semantic IDs {cfg.rqvae!r} do not exist; run `rdtcourse rqvae train` first or --set rqvae=PATH"
+        )
     ret.train_retrieval(cfg, checkpoint=args.checkpoint)
     return 0
+
 
 def _cmd_retrieval_eval(args) -> int:
     model, cfg, (_, seq, tokenizer) = ret.load_retrieval(args.checkpoint, rqvae=args.rqvae)
@@ -114,172 +160,304 @@ def _cmd_retrieval_eval(args) -> int:
     for name in ("model", "most popular"):
         print(f"  {name:13}" + "  ".join(f"{k} {m:.4f} [{lo:.4f}, {hi:.4f}]" for k, (m, lo, hi) in r[name].items()))
     v = r["verdict_recall_10"]
-    print(f"{cfg.model} {v['verdict']} most popular on recall_10 (difference {v['diff']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}])")
+    print(
+        f"{cfg.model} {v['verdict']} most popular on recall_10 (difference {v['diff']:+.4f} [{v['lo']:+.4f}, "
+        f"{v['hi']:+.4f}])"
+    )
     return 0
 
+
 def _cmd_retrieval_recommend(args) -> int:
-    if args.top < 1: raise ValueError(f"--top {args.top} must be at least 1")
+    if args.top < 1:
+        raise ValueError(f"--top {args.top} must be at least 1")
     model, cfg, (movies, seq, tokenizer) = ret.load_retrieval(args.checkpoint, rqvae=args.rqvae)
-    history = seq.seen(seq.row_of(args.user), "all")             # every movie the user rated, oldest first
+    history = seq.seen(seq.row_of(args.user), "all")  # every movie the user rated, oldest first
     recs = ret.recommend(model, tokenizer, history, args.top, cfg.beam_width, include_seen=args.include_seen)
     titles = movies.movies.title
     print(f"user {args.user} rated {len(history):,} movies; the last: {titles.iloc[history[-1]]}")
-    for i, r in enumerate(recs, 1): print(f"{i:3}. {titles.iloc[r]}" + (" (seen)" if r in set(history.tolist()) else ""))
+    for i, r in enumerate(recs, 1):
+        print(f"{i:3}. {titles.iloc[r]}" + (" (seen)" if r in set(history.tolist()) else ""))
     return 0
 
+
 def _cmd_sft_base(args) -> int:
-    hf = sft.make_base_model(args.out_dir, steps=args.steps, vocab_size=args.vocab_size)
+    hf = tow_sft.make_base_model(args.out_dir, steps=args.steps, vocab_size=args.vocab_size)
     print(f"wrote {hf}: a GPT-2 model folder with its tokenizer (AutoModelForCausalLM / AutoTokenizer load it)")
     return 0
 
+
 def _cmd_sft_data(args) -> int:
-    if args.train < 1 or args.test < 1: raise ValueError(f"--train {args.train} and --test {args.test} must be at least 1")
-    train_rows, val_rows, test_rows = sft.make_tow_data(args.train, args.test, args.test, args.max_steps, args.max_operand, seed=args.seed)
+    if args.train < 1 or args.test < 1:
+        raise ValueError(f"--train {args.train} and --test {args.test} must be at least 1")
+    train_rows, val_rows, test_rows = tow_sft.make_tow_data(
+        args.train, args.test, args.test, args.max_steps, args.max_operand, seed=args.seed
+    )
     out = Path(args.out_dir)
-    for name, rows, kind in (("tow_train", train_rows, "tow"), ("plain_train", train_rows, "plain"), ("val", val_rows, "tow"), ("test", test_rows, "tow")):
-        print(f"wrote {sft.write_jsonl(rows, out / f'{name}.jsonl', kind)} ({len(rows):,} rows)")
+    for name, rows, kind in (
+        ("tow_train", train_rows, "tow"),
+        ("plain_train", train_rows, "plain"),
+        ("val", val_rows, "tow"),
+        ("test", test_rows, "tow"),
+    ):
+        print(f"wrote {tow_sft.write_jsonl(rows, out / f'{name}.jsonl', kind)} ({len(rows):,} rows)")
     return 0
+
 
 def _cmd_sft_train(args) -> int:
-    sft.train_sft(config_from_args(sft.FlatArguments, args))
+    tow_sft.train_sft(config_from_args(tow_sft.FlatArguments, args))
     return 0
+
 
 def _cmd_sft_generate(args) -> int:
-    if args.max_new_tokens < 1: raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
-    model, tok = sft.load_finetuned(args.model)
-    prompt = args.prompt.replace("\\n", "\n")   # a typed \n is a newline, as in the training prompts ("...?\nAnswer:")
-    print(sft.generate_completions(model, tok, [prompt], args.max_new_tokens, show_thoughts=args.show_thoughts)[0])
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
+    model, tok = tow_sft.load_finetuned(args.model)
+    prompt = args.prompt.replace("\\n", "\n")  # a typed \n is a newline, as in the training prompts ("...?\nAnswer:")
+    print(tow_sft.generate_completions(model, tok, [prompt], args.max_new_tokens, show_thoughts=args.show_thoughts)[0])
     return 0
+
 
 def _cmd_sft_eval(args) -> int:
-    rows = sft.read_jsonl(args.data, fields=("prompt", "answer"))
-    model, tok = sft.load_finetuned(args.model)
-    ok, _ = sft.answer_accuracy(model, tok, rows)
+    rows = tow_sft.read_jsonl(args.data, fields=("prompt", "answer"))
+    model, tok = tow_sft.load_finetuned(args.model)
+    ok, _ = tow_sft.answer_accuracy(model, tok, rows)
     from rdtcourse.core import bootstrap_ci
+
     m, lo, hi = bootstrap_ci(ok)
-    print(f"{args.model} on {args.data}: exact match {m:.3f} [{lo:.3f}, {hi:.3f}] over {len(rows):,} problems (95% bootstrap)")
+    print(
+        f"{args.model} on {args.data}: exact match {m:.3f} [{lo:.3f}, {hi:.3f}] over {len(rows):,} problems "
+        "(95% bootstrap)"
+    )
     return 0
 
+
 def _cmd_kr_load(args) -> int:
-    counts = kr.load_reviews(args.output_dir, args.val_ratio, args.test_ratio, args.sources)
-    for src, c in counts.items(): print(f"{src}: " + ", ".join(f"{n:,} {s}" for s, n in c.items()))
+    counts = ddp.load_reviews(args.output_dir, args.val_ratio, args.test_ratio, args.sources)
+    for src, c in counts.items():
+        print(f"{src}: " + ", ".join(f"{n:,} {s}" for s, n in c.items()))
     print(f"wrote {args.output_dir}/{{train,validation,test}}.txt and the per-source files")
     return 0
 
+
 def _cmd_kr_tokenize(args) -> int:
-    s = kr.tokenize_reviews(args.data_dir, args.model_name, args.chunk_size, args.batch_size, args.mode, args.vocab_size)
-    print(f"{s['tokenizer']} ({s['vocab_size']:,} tokens): " + ", ".join(f"{s[f'{x}_tokens']:,} {x}" for x in kr.SPLITS)
-          + f" tokens, {s['train_chunks']:,} training chunks of {args.chunk_size}; written to {kr.token_dir(args.data_dir, args.mode)}")
+    s = ddp.tokenize_reviews(
+        args.data_dir, args.model_name, args.chunk_size, args.batch_size, args.mode, args.vocab_size
+    )
+    print(
+        f"{s['tokenizer']} ({s['vocab_size']:,} tokens): "
+        + ", ".join(f"{s[f'{x}_tokens']:,} {x}" for x in ddp.SPLITS)
+        + f" tokens, {s['train_chunks']:,} training chunks of {args.chunk_size}; written to "
+        f"{ddp.token_dir(args.data_dir, args.mode)}"
+    )
     return 0
 
+
 def _cmd_kr_train(args) -> int:
-    cfg = config_from_args(kr.KRTrainConfig, args)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(kr.KRTrainConfig) if getattr(args, f.name, None) is not None}
-    kr.train_kr(dataclasses.replace(cfg, **given))   # the brief's flags win over --config/--set
+    cfg = config_from_args(ddp.KRTrainConfig, args)
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ddp.KRTrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    ddp.train_kr(dataclasses.replace(cfg, **given))  # the brief's flags win over --config/--set
     return 0
+
 
 def _shape(args) -> dict:
     return {k: getattr(args, k, None) for k in ("d_model", "d_ffn", "n_layers", "chunk_size")}
 
+
 def _cmd_kr_validate(args) -> int:
-    r = kr.validate_model(args.model_path, args.data_dir, args.batch_size, args.n_tokens, args.arch, args.mode, **_shape(args))
+    r = ddp.validate_model(
+        args.model_path, args.data_dir, args.batch_size, args.n_tokens, args.arch, args.mode, **_shape(args)
+    )
     print(f"{r['arch']} on {r['tokens']:,} validation tokens: loss {r['loss']:.4f}, perplexity {r['ppl']:.2f}")
     return 0
 
+
 def _cmd_kr_predict(args) -> int:
-    if args.max_token < 1: raise ValueError(f"--max_token {args.max_token} must be at least 1")
-    model, tok, _, _ = kr._model_data(args.model_path, args.data_dir, args.mode, "train", args.arch, **_shape(args))
-    print(args.prompt + kr.predict(model, tok, args.prompt, args.max_token, args.temperature, args.top_k, args.seed))
+    if args.max_token < 1:
+        raise ValueError(f"--max_token {args.max_token} must be at least 1")
+    model, tok, _, _ = ddp._model_data(args.model_path, args.data_dir, args.mode, "train", args.arch, **_shape(args))
+    print(args.prompt + ddp.predict(model, tok, args.prompt, args.max_token, args.temperature, args.top_k, args.seed))
     return 0
 
+
 def _cmd_kr_test(args) -> int:
-    if args.samples < 0 or args.max_token < 1: raise ValueError(f"--samples {args.samples} must be >= 0 and --max_token {args.max_token} >= 1")
-    r = kr.test_model(args.model_path, args.data_dir, args.batch_size, args.arch, args.mode, args.samples, args.max_token, **_shape(args))
-    print(f"{r['arch']} on the test split ({r['chunks']:,} chunks): loss {r['loss']:.4f} [{r['loss_lo']:.4f}, {r['loss_hi']:.4f}], "
-          f"perplexity {r['ppl']:.2f}")
-    for s in r["samples"]: print(f"  {s['prompt']} | model: {s['model']} | real: {s['real']}")
+    if args.samples < 0 or args.max_token < 1:
+        raise ValueError(f"--samples {args.samples} must be >= 0 and --max_token {args.max_token} >= 1")
+    r = ddp.test_model(
+        args.model_path,
+        args.data_dir,
+        args.batch_size,
+        args.arch,
+        args.mode,
+        args.samples,
+        args.max_token,
+        **_shape(args),
+    )
+    print(
+        f"{r['arch']} on the test split ({r['chunks']:,} chunks): loss {r['loss']:.4f} [{r['loss_lo']:.4f}, "
+        f"{r['loss_hi']:.4f}], perplexity {r['ppl']:.2f}"
+    )
+    for s in r["samples"]:
+        print(f"  {s['prompt']} | model: {s['model']} | real: {s['real']}")
     return 0
+
 
 def _yes_no(v: str) -> bool:
     "true/false, yes/no, 1/0 for boolean flags such as --tensorboard false."
-    if v.lower() in ("true", "yes", "1"): return True
-    if v.lower() in ("false", "no", "0"): return False
+    if v.lower() in ("true", "yes", "1"):
+        return True
+    if v.lower() in ("false", "no", "0"):
+        return False
     raise argparse.ArgumentTypeError(f"{v!r} is not a yes/no value (true, false, yes, no, 1, 0)")
+
 
 def _cmd_data_list(args) -> int:
     w = max(len(c.name) for c in rdata.CORPORA.values())
-    for c in rdata.CORPORA.values():   # the license on its own line: never cut, however long
+    for c in rdata.CORPORA.values():  # the license on its own line: never cut, however long
         print(f"{c.name:{w}}  {c.kind:6}  {c.description}\n{'':{w}}  {'':6}  license: {c.license}")
     return 0
 
+
 def _cmd_lab(args) -> int:
-    import secrets, shutil, signal, socket, subprocess
+    import secrets
+    import shutil
+    import signal
+    import socket
+    import subprocess
     from rdtcourse.course import project_root
-    if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None and shutil.which("jupyter-lab") is None:
+
+    if (
+        shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None
+        and shutil.which("jupyter-lab") is None
+    ):
         raise ValueError("JupyterLab is not installed; install it with: pip install -e '.[lab]'")
     with socket.socket() as s:
-        if s.connect_ex((args.ip, args.port)) == 0: raise ValueError(f"port {args.port} on {args.ip} is in use; pick another with --port")
+        if s.connect_ex((args.ip, args.port)) == 0:
+            raise ValueError(f"port {args.port} on {args.ip} is in use; pick another with --port")
     root = project_root()
     token = secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={args.ip}", f"--port={args.port}",
-           f"--ServerApp.root_dir={root / 'nbs'}", f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0: cmd.append("--allow-root")   # containers often run as root
-    log_path = root / "_runs" / "lab.log"        # the server logs every request: to a file, never to a pipe that fills
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--ip={args.ip}",
+        f"--port={args.port}",
+        f"--ServerApp.root_dir={root / 'nbs'}",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.port_retries=0",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers often run as root
+    log_path = root / "_runs" / "lab.log"  # the server logs every request: to a file, never to a pipe that fills
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        # its own session: Ctrl-C in the terminal reaches only us, and we stop the server without its "shut down? (y/[n])"
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # its own session: Ctrl-C in the terminal reaches only us,
+        # and we stop the server without its "shut down? (y/[n])"
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         url = f"http://{args.ip}:{args.port}/lab/tree/{args.notebook or ''}?token={token}"
-        print(f"JupyterLab on the course notebooks ({root / 'nbs'}):\n  {url}\nIts log: {log_path}. Ctrl-C stops it.", flush=True)
+        print(
+            f"JupyterLab on the course notebooks ({root / 'nbs'}):\n  {url}\nIts log: {log_path}. Ctrl-C stops it.",
+            flush=True,
+        )
         try:
-            code = proc.wait()   # returns only if the server stops by itself (a busy port, a bad option)
+            code = proc.wait()  # returns only if the server stops by itself (a busy port, a bad option)
             errors = [l.strip() for l in log_path.read_text().splitlines() if "ERROR" in l or "Error" in l]
-            raise ValueError(f"JupyterLab exited with code {code}" + (f": {errors[-1]}" if errors else f"; see {log_path}"))
+            raise ValueError(
+                f"JupyterLab exited with code {code}" + (f": {errors[-1]}" if errors else f"; see {log_path}")
+            )
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGTERM)
-            try: proc.wait(timeout=10)   # a server still shutting kernels down after 10 s is killed
-            except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+            try:
+                proc.wait(timeout=10)  # a server still shutting kernels down after 10 s is killed
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             print("JupyterLab stopped.")
             return 0
 
 # %% ../nbs/99_cli.ipynb #ecc67a8a
 def build_parser() -> argparse.ArgumentParser:
     "The `rdtcourse` argument parser with every sub-command."
-    p = argparse.ArgumentParser(prog="rdtcourse", description="Build modern language-model systems from scratch: the course's commands.")
+    p = argparse.ArgumentParser(
+        prog="rdtcourse", description="Build modern language-model systems from scratch: the course's commands."
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("course", help="run the chapter notebooks and print the results table",
-                       description="Execute the chapter notebooks with papermill and gather their metrics into _runs/<tier>/results.md.")
-    c.add_argument("--tier", choices=TIERS, help="ci: small parameters (minutes); learner: the notebooks' defaults (default: ci)")
-    c.add_argument("--only", metavar="PATTERN", help="only notebooks whose name matches (glob or substring, comma-separated)")
+    c = sub.add_parser(
+        "course",
+        help="run the chapter notebooks and print the results table",
+        description=(
+            "Execute the chapter notebooks with papermill and gather their metrics into _runs/<tier>/results.md."
+        ),
+    )
+    c.add_argument(
+        "--tier", choices=TIERS, help="ci: small parameters (minutes); learner: the notebooks' defaults (default: ci)"
+    )
+    c.add_argument(
+        "--only", metavar="PATTERN", help="only notebooks whose name matches (glob or substring, comma-separated)"
+    )
     add_config_args(c, device=False)
     c.set_defaults(func=_cmd_course)
 
     g = sub.add_parser("gpt", help="chapters 2-4: prepare data, train and sample a GPT")
     gsub = g.add_subparsers(dest="verb", metavar="VERB", required=True)
-    gp = gsub.add_parser("prepare", help="corpus -> tokenizer + train.bin/val.bin",
-                         description="Tokenize an embedded corpus (char, bpe or a pretrained tokenizer) into data_dir.")
-    add_config_args(gp, device=False); gp.set_defaults(func=_cmd_gpt_prepare)
-    gt = gsub.add_parser("train", help="train a GPT (runs again resume from the newest checkpoint)",
-                         description="Train a GPT on token files; running the same command again resumes it.")
-    add_config_args(gt, presets=True); gt.set_defaults(func=_cmd_gpt_train)
+    gp = gsub.add_parser(
+        "prepare",
+        help="corpus -> tokenizer + train.bin/val.bin",
+        description="Tokenize an embedded corpus (char, bpe or a pretrained tokenizer) into data_dir.",
+    )
+    add_config_args(gp, device=False)
+    gp.set_defaults(func=_cmd_gpt_prepare)
+    gt = gsub.add_parser(
+        "train",
+        help="train a GPT (runs again resume from the newest checkpoint)",
+        description="Train a GPT on token files; running the same command again resumes it.",
+    )
+    add_config_args(gt, presets=True)
+    gt.set_defaults(func=_cmd_gpt_train)
     gs = gsub.add_parser("sample", help="generate text from a checkpoint")
     gs.add_argument("--checkpoint", required=True, help="a checkpoint written by gpt train (e.g. out/best.pt)")
     gs.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    gs.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: %(default)s)")
-    gs.add_argument("--temperature", type=float, default=0.9, metavar="T",
-                    help="divides the logits: below 1 sharper and safer, above 1 more varied (default: %(default)s)")
-    gs.add_argument("--top-k", type=int, default=50, metavar="K",
-                    help="sample only among the K likeliest tokens (default: %(default)s)")
+    gs.add_argument(
+        "--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: %(default)s)"
+    )
+    gs.add_argument(
+        "--temperature",
+        type=float,
+        default=0.9,
+        metavar="T",
+        help="divides the logits: below 1 sharper and safer, above 1 more varied (default: %(default)s)",
+    )
+    gs.add_argument(
+        "--top-k",
+        type=int,
+        default=50,
+        metavar="K",
+        help="sample only among the K likeliest tokens (default: %(default)s)",
+    )
     gs.add_argument("--tok-path", default=None, help="tokenizer (default: the one named in the checkpoint's config)")
-    gs.add_argument("--seed", type=int, default=None, help="seed for a repeatable sample (default: a fresh one each run)")
+    gs.add_argument(
+        "--seed", type=int, default=None, help="seed for a repeatable sample (default: a fresh one each run)"
+    )
     gs.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     gs.set_defaults(func=_cmd_gpt_sample)
 
     r = sub.add_parser("rdt", help="chapter 6: train RDT and denoise text with it (aliases: rdt-train, rdt-infer)")
     rsub = r.add_subparsers(dest="verb", metavar="VERB", required=True)
-    rt = rsub.add_parser("train", help="train RDT (resume with --checkpoint)",
-                         description="Train a Recursive Denoising Transformer; configs: --preset or --config base.yaml [--override experiment.yaml].")
+    rt = rsub.add_parser(
+        "train",
+        help="train RDT (resume with --checkpoint)",
+        description=(
+            "Train a Recursive Denoising Transformer; "
+            "configs: --preset or --config base.yaml [--override experiment.yaml]."
+        ),
+    )
     add_config_args(rt, presets=True, presets_dir=rtrain.RDT_PRESETS)
     rt.add_argument("--checkpoint", default=None, help="resume from this checkpoint_epoch_E_step_S.pt")
     rt.set_defaults(func=_cmd_rdt_train)
@@ -288,30 +466,49 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--text", default=None, help="text to denoise; write [MASK] where tokens are missing")
     ri.add_argument("--interactive", action="store_true", help="read texts from the terminal until 'quit'")
     ri.add_argument("--max_steps", type=int, default=20, help="most recursive steps (default: %(default)s)")
-    ri.add_argument("--threshold", type=float, default=0.05, help="stop when the gate predicts less than this fraction still masked")
-    ri.add_argument("--mask-ratio", dest="mask_ratio", type=float, default=0.0,
-                    help="hide this fraction of the text's tokens first (a demo of restoration)")
+    ri.add_argument(
+        "--threshold", type=float, default=0.05, help="stop when the gate predicts less than this fraction still masked"
+    )
+    ri.add_argument(
+        "--mask-ratio",
+        dest="mask_ratio",
+        type=float,
+        default=0.0,
+        help="hide this fraction of the text's tokens first (a demo of restoration)",
+    )
     ri.add_argument("--seed", type=int, default=0, help="seed of --mask-ratio's random positions")
     ri.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     ri.set_defaults(func=_cmd_rdt_infer)
 
     q = sub.add_parser("rqvae", help="chapter 7: RQ-VAE semantic IDs for MovieLens movies")
     qsub = q.add_subparsers(dest="verb", metavar="VERB", required=True)
-    qt = qsub.add_parser("train", help="train the RQ-VAE and write every movie's semantic ID",
-                         description="Embed the movies, train the RQ-VAE, and save it with the semantic IDs to out_dir/rqvae.pt.")
-    add_config_args(qt, device=False); qt.set_defaults(func=_cmd_rqvae_train)
+    qt = qsub.add_parser(
+        "train",
+        help="train the RQ-VAE and write every movie's semantic ID",
+        description="Embed the movies, train the RQ-VAE, and save it with the semantic IDs to out_dir/rqvae.pt.",
+    )
+    add_config_args(qt, device=False)
+    qt.set_defaults(func=_cmd_rqvae_train)
 
-    r = sub.add_parser("retrieval", help="chapter 8: a generative recommender that writes semantic IDs",
-                       description="Train, evaluate and query the decoder that recommends by writing semantic IDs.")
+    r = sub.add_parser(
+        "retrieval",
+        help="chapter 8: a generative recommender that writes semantic IDs",
+        description="Train, evaluate and query the decoder that recommends by writing semantic IDs.",
+    )
     rsub2 = r.add_subparsers(dest="verb", metavar="VERB", required=True)
-    rtr = rsub2.add_parser("train", help="train the decoder (or --set model=sasrec) with accelerate; --checkpoint resumes",
-                           description="Train on the leave-one-out split, validate every eval_every iterations, keep best.pt.")
+    rtr = rsub2.add_parser(
+        "train",
+        help="train the decoder (or --set model=sasrec) with accelerate; --checkpoint resumes",
+        description="Train on the leave-one-out split, validate every eval_every iterations, keep best.pt.",
+    )
     add_config_args(rtr, device=False)
     rtr.add_argument("--checkpoint", default=None, help="resume from this checkpoint_N.pt (exactly where it stopped)")
     rtr.set_defaults(func=_cmd_retrieval_train)
     rev = rsub2.add_parser("eval", help="Recall/NDCG@5/10 on the test items with 95%% intervals, beside most popular")
     rev.add_argument("--checkpoint", required=True, help="best.pt or a numbered checkpoint written by retrieval train")
-    rev.add_argument("--split", choices=("val", "test"), default="test", help="which held-out item to score (default: %(default)s)")
+    rev.add_argument(
+        "--split", choices=("val", "test"), default="test", help="which held-out item to score (default: %(default)s)"
+    )
     rev.add_argument("--beam-width", type=int, default=None, help="beams (default: the checkpoint's beam_width)")
     rev.add_argument("--rqvae", default=None, help="the semantic IDs, if not where the checkpoint's config says")
     rev.set_defaults(func=_cmd_retrieval_eval)
@@ -323,25 +520,42 @@ def build_parser() -> argparse.ArgumentParser:
     rrec.add_argument("--rqvae", default=None, help="the semantic IDs, if not where the checkpoint's config says")
     rrec.set_defaults(func=_cmd_retrieval_recommend)
 
-    s = sub.add_parser("sft", help="chapter 9: ToW supervised fine-tuning of a Hugging Face model with accelerate",
-                       description="Make the offline base and the ToW data, fine-tune, generate and evaluate.")
+    s = sub.add_parser(
+        "sft",
+        help="chapter 9: ToW supervised fine-tuning of a Hugging Face model with accelerate",
+        description="Make the offline base and the ToW data, fine-tune, generate and evaluate.",
+    )
     ssub = s.add_subparsers(dest="verb", metavar="VERB", required=True)
     sb = ssub.add_parser("base", help="make the offline base model (digit-splitting BPE + GPT, Hugging Face format)")
-    sb.add_argument("--out-dir", default="runs/sft/base", help="where it goes; the model folder is OUT_DIR/hf (default: %(default)s)")
+    sb.add_argument(
+        "--out-dir",
+        default="runs/sft/base",
+        help="where it goes; the model folder is OUT_DIR/hf (default: %(default)s)",
+    )
     sb.add_argument("--steps", type=int, default=600, help="pre-training steps (default: %(default)s)")
     sb.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary (default: %(default)s)")
     sb.set_defaults(func=_cmd_sft_base)
     sd = ssub.add_parser("data", help="write the ToW and plain word-problem files (JSON lines)")
-    sd.add_argument("--out-dir", default="runs/sft/data", help="folder for tow_train/plain_train/val/test.jsonl (default: %(default)s)")
+    sd.add_argument(
+        "--out-dir",
+        default="runs/sft/data",
+        help="folder for tow_train/plain_train/val/test.jsonl (default: %(default)s)",
+    )
     sd.add_argument("--train", type=int, default=20000, help="training problems (default: %(default)s)")
     sd.add_argument("--test", type=int, default=400, help="validation and test problems, each (default: %(default)s)")
-    sd.add_argument("--max-steps", type=int, default=3, help="most additions/subtractions per problem (default: %(default)s)")
+    sd.add_argument(
+        "--max-steps", type=int, default=3, help="most additions/subtractions per problem (default: %(default)s)"
+    )
     sd.add_argument("--max-operand", type=int, default=9, help="largest number in a problem (default: %(default)s)")
     sd.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     sd.set_defaults(func=_cmd_sft_data)
-    st = ssub.add_parser("train", help="fine-tune (FlatArguments through --config/--set); torchrun runs it on several processes",
-                         description="The brief's accelerate loop: masked prompts, ToW tokens, save_state checkpoints, save_pretrained.")
-    add_config_args(st, device=False); st.set_defaults(func=_cmd_sft_train)
+    st = ssub.add_parser(
+        "train",
+        help="fine-tune (FlatArguments through --config/--set); torchrun runs it on several processes",
+        description="The brief's accelerate loop: masked prompts, ToW tokens, save_state checkpoints, save_pretrained.",
+    )
+    add_config_args(st, device=False)
+    st.set_defaults(func=_cmd_sft_train)
     sg = ssub.add_parser("generate", help="print a model's completion of a prompt")
     sg.add_argument("--model", required=True, help="a model folder (sft train's output_dir, or the base)")
     sg.add_argument("--prompt", required=True, help="the prompt, e.g. 'Question: ... How many ...?\\nAnswer:'")
@@ -353,39 +567,90 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--data", required=True, help="JSON lines with 'prompt' and 'answer' (sft data writes test.jsonl)")
     se.set_defaults(func=_cmd_sft_eval)
 
-    k = sub.add_parser("kr", help="chapter 10: a Korean-review GPT, trained with torchrun/DDP (load, tokenize, train, validate, predict, test)",
-                       description="The brief's workflow. Training runs as one process, or under torchrun --nproc_per_node N -m rdtcourse kr train.")
+    k = sub.add_parser(
+        "kr",
+        help=(
+            "chapter 10: a Korean-review GPT, trained with torchrun/DDP "
+            "(load, tokenize, train, validate, predict, test)"
+        ),
+        description=(
+            "The brief's workflow. Training runs as one process, "
+            "or under torchrun --nproc_per_node N -m rdtcourse kr train."
+        ),
+    )
     ksub = k.add_subparsers(dest="verb", metavar="VERB", required=True)
     kl = ksub.add_parser("load", help="merge the review sources and write train/validation/test text files")
     kl.add_argument("--output_dir", default="data", help="output folder (default: %(default)s)")
     kl.add_argument("--val_ratio", type=float, default=0.1, help="validation share (default: %(default)s)")
     kl.add_argument("--test_ratio", type=float, default=0.1, help="held-out test share (default: %(default)s)")
-    kl.add_argument("--sources", nargs="+", default=["nsmc"], choices=kr.SOURCES, help="nsmc (embedded) and/or kr3 (online) (default: nsmc)")
+    kl.add_argument(
+        "--sources",
+        nargs="+",
+        default=["nsmc"],
+        choices=ddp.SOURCES,
+        help="nsmc (embedded) and/or kr3 (online) (default: nsmc)",
+    )
     kl.set_defaults(func=_cmd_kr_load)
     kt = ksub.add_parser("tokenize", help="encode the splits into token files, in batches")
     kt.add_argument("--data_dir", default="data", help="load's output folder (default: %(default)s)")
-    kt.add_argument("--model_name", default="skt/kogpt2-base-v2", help="a pretrained tokenizer (online), or bpe: chapter 2's, trained here (default: %(default)s)")
+    kt.add_argument(
+        "--model_name",
+        default="skt/kogpt2-base-v2",
+        help="a pretrained tokenizer (online), or bpe: chapter 2's, trained here (default: %(default)s)",
+    )
     kt.add_argument("--chunk_size", type=int, default=256, help="tokens per training chunk (default: %(default)s)")
     kt.add_argument("--batch_size", type=int, default=5000, help="reviews per encoding batch (default: %(default)s)")
-    kt.add_argument("--mode", default="tokenizer", choices=kr.MODES, help="subwords, or manual: one token per syllable (default: %(default)s)")
-    kt.add_argument("--vocab_size", type=int, default=8000, help="BPE vocabulary when one is trained (default: %(default)s)")
+    kt.add_argument(
+        "--mode",
+        default="tokenizer",
+        choices=ddp.MODES,
+        help="subwords, or manual: one token per syllable (default: %(default)s)",
+    )
+    kt.add_argument(
+        "--vocab_size", type=int, default=8000, help="BPE vocabulary when one is trained (default: %(default)s)"
+    )
     kt.set_defaults(func=_cmd_kr_tokenize)
-    ktr = ksub.add_parser("train", help="train decoder or ffn; torchrun -m rdtcourse kr train runs it on N processes",
-                          description="The brief's train.py flags (defaults in KRTrainConfig); --config/--set for the rest. Running it again resumes.")
-    for f in dataclasses.fields(kr.KRTrainConfig):
+    ktr = ksub.add_parser(
+        "train",
+        help="train decoder or ffn; torchrun -m rdtcourse kr train runs it on N processes",
+        description=(
+            "The brief's train.py flags (defaults in KRTrainConfig); --config/--set for the rest. "
+            "Running it again resumes."
+        ),
+    )
+    for f in dataclasses.fields(ddp.KRTrainConfig):
         kind = {"bool": _yes_no, "int": int, "float": float}.get(getattr(f.type, "__name__", str(f.type)), None)
-        if f.name == "nhead": kind = int
-        ktr.add_argument(f"--{f.name}", type=kind or str, default=None, metavar=f.name.upper(),
-                         choices=kr.ARCHS if f.name == "arch" else kr.MODES if f.name == "mode" else None,
-                         help=f"default: {f.default}")
-    add_config_args(ktr, device=False); ktr.set_defaults(func=_cmd_kr_train)
+        if f.name == "nhead":
+            kind = int
+        ktr.add_argument(
+            f"--{f.name}",
+            type=kind or str,
+            default=None,
+            metavar=f.name.upper(),
+            choices=ddp.ARCHS if f.name == "arch" else ddp.MODES if f.name == "mode" else None,
+            help=f"default: {f.default}",
+        )
+    add_config_args(ktr, device=False)
+    ktr.set_defaults(func=_cmd_kr_train)
+
     def model_args(q):
-        q.add_argument("--model_path", default="output/gpt_model_ddp.pt", help="a model or checkpoint written by kr train (default: %(default)s)")
-        q.add_argument("--arch", choices=kr.ARCHS, default=None, help="must match the checkpoint (default: read from it)")
+        q.add_argument(
+            "--model_path",
+            default="output/gpt_model_ddp.pt",
+            help="a model or checkpoint written by kr train (default: %(default)s)",
+        )
+        q.add_argument(
+            "--arch", choices=ddp.ARCHS, default=None, help="must match the checkpoint (default: read from it)"
+        )
         for name in ("d_model", "d_ffn", "n_layers", "chunk_size"):
-            q.add_argument(f"--{name}", type=int, default=None, help="must match the checkpoint (default: read from it)")
-        q.add_argument("--mode", choices=kr.MODES, default=None, help="must match the model (default: read from it)")
-        q.add_argument("--data_dir", default=None, help="where the token files are (default: the one the model was trained on)")
+            q.add_argument(
+                f"--{name}", type=int, default=None, help="must match the checkpoint (default: read from it)"
+            )
+        q.add_argument("--mode", choices=ddp.MODES, default=None, help="must match the model (default: read from it)")
+        q.add_argument(
+            "--data_dir", default=None, help="where the token files are (default: the one the model was trained on)"
+        )
+
     kv = ksub.add_parser("validate", help="loss and perplexity on the validation tokens")
     model_args(kv)
     kv.add_argument("--batch_size", type=int, default=64, help="chunks per batch (default: %(default)s)")
@@ -399,10 +664,14 @@ def build_parser() -> argparse.ArgumentParser:
     kp.add_argument("--top_k", type=int, default=50, help="sample among the K likeliest tokens (default: %(default)s)")
     kp.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     kp.set_defaults(func=_cmd_kr_predict)
-    ke = ksub.add_parser("test", help="loss, perplexity (95%% interval) and sample continuations on the held-out test split")
+    ke = ksub.add_parser(
+        "test", help="loss, perplexity (95%% interval) and sample continuations on the held-out test split"
+    )
     model_args(ke)
     ke.add_argument("--batch_size", type=int, default=64, help="chunks per batch (default: %(default)s)")
-    ke.add_argument("--samples", type=int, default=3, help="test reviews to continue from their first half (default: %(default)s)")
+    ke.add_argument(
+        "--samples", type=int, default=3, help="test reviews to continue from their first half (default: %(default)s)"
+    )
     ke.add_argument("--max_token", type=int, default=30, help="most new tokens per sample (default: %(default)s)")
     ke.set_defaults(func=_cmd_kr_test)
 
@@ -410,14 +679,18 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="verb", metavar="VERB", required=True)
     dsub.add_parser("list", help="list the embedded corpora with their licenses").set_defaults(func=_cmd_data_list)
 
-    lab = sub.add_parser("lab", help="open the course notebooks in JupyterLab (needs the lab extra)",
-                         description="Start JupyterLab on nbs/, print its address, stop cleanly on Ctrl-C.")
+    lab = sub.add_parser(
+        "lab",
+        help="open the course notebooks in JupyterLab (needs the lab extra)",
+        description="Start JupyterLab on nbs/, print its address, stop cleanly on Ctrl-C.",
+    )
     lab.add_argument("notebook", nargs="?", default=None, help="a notebook to open first, e.g. 03_gpt.ipynb")
     lab.add_argument("--port", type=int, default=8888, help="port to listen on (default: %(default)s)")
     lab.add_argument("--ip", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     lab.set_defaults(func=_cmd_lab)
     _accept_both_spellings(p)
     return p
+
 
 def _accept_both_spellings(parser) -> None:
     "Accept every --long-option with - or _ between words (--max_steps == --max-steps); help shows the declared one."
@@ -426,9 +699,12 @@ def _accept_both_spellings(parser) -> None:
             if opt.startswith("--"):
                 body = opt[2:]
                 other = "--" + (body.replace("-", "_") if "-" in body else body.replace("_", "-"))
-                parser._option_string_actions.setdefault(other, action)   # a hidden alias: argparse has no public API for one
+                # a hidden alias: argparse has no public API for one
+                parser._option_string_actions.setdefault(other, action)
         if isinstance(action, argparse._SubParsersAction):
-            for sp in action.choices.values(): _accept_both_spellings(sp)
+            for sp in action.choices.values():
+                _accept_both_spellings(sp)
+
 
 def main(argv=None, parser=None, prog: str = "rdtcourse") -> int:
     "Entry point of the `rdtcourse` command; returns the exit code."
@@ -437,12 +713,14 @@ def main(argv=None, parser=None, prog: str = "rdtcourse") -> int:
         return args.func(args)
     except (ConfigError, CheckpointError, ValueError, OSError) as e:  # OSError: missing files, permissions, full disks
         msg = (str(e).splitlines() or [type(e).__name__])[0]
-        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg: msg += f": {e.filename}"
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg += f": {e.filename}"
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
 
 def _alias(words: list[str], prog: str, argv) -> int:
     "Run `rdtcourse <words...>` under its own name `prog` (so its usage and errors say `prog`)."
@@ -452,9 +730,11 @@ def _alias(words: list[str], prog: str, argv) -> int:
     sub.prog = prog
     return main([*words, *(sys.argv[1:] if argv is None else argv)], parser=parser, prog=prog)
 
+
 def rdt_train(argv=None) -> int:
     "The `rdt-train` command of the RDT guide: `rdtcourse rdt train`."
     return _alias(["rdt", "train"], "rdt-train", argv)
+
 
 def rdt_infer(argv=None) -> int:
     "The `rdt-infer` command of the RDT guide: `rdtcourse rdt infer`."

@@ -1,4 +1,4 @@
-"""Device choice, seeding, configs, checkpoints, run logging and multi-process runs: the six things every chapter needs and none should write twice.
+"""Device, seeding, configs, checkpoints, logging and multi-process runs: the plumbing every chapter shares.
 
 Docs: https://rdtcourse.github.io/rdtcourse/core.html.md"""
 
@@ -13,34 +13,52 @@ __all__ = ['PRESETS_DIR', 'get_device', 'seed_everything', 'rng_state', 'set_rng
 
 # %% ../nbs/00_core.ipynb #8c8b76ed
 import os
+
 # MPS (Apple GPUs) lacks a few kernels; this makes PyTorch fall back to the CPU for them instead of
 # failing. It must be set before torch initialises the MPS backend, so it comes before `import torch`.
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
-import dataclasses, json, pickle, random, re, shutil, sys, tempfile, time, warnings
+import dataclasses
+import json
+import pickle
+import random
+import re
+import tempfile
+import warnings
+import contextlib
+import gc
+import io
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as _text_tqdm
 
 # %% ../nbs/00_core.ipynb #1f5fe289
 _DEVICE_KINDS = ("cpu", "cuda", "mps")
 
-def get_device(name: str | None = None # "cpu", "cuda", "cuda:1", "mps", or None/"auto" to pick the best available
-              ) -> torch.device:
+
+def get_device(
+    name: str | None = None,  # "cpu", "cuda", "cuda:1", "mps", or None/"auto" to pick the best available
+) -> torch.device:
     "The device to run on: `name` if given, else cuda -> mps -> cpu."
     if name in (None, "", "auto"):
-        if torch.cuda.is_available(): return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
         return torch.device("cpu")
     m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", str(name))
     if not m:
-        raise ValueError(f"device {name!r} is not one of auto, {', '.join(_DEVICE_KINDS)} (optionally with an index, e.g. cuda:1)")
+        raise ValueError(
+            f"device {name!r} is not one of auto, {', '.join(_DEVICE_KINDS)} (optionally with an index, e.g. cuda:1)"
+        )
     kind, index = m.group(1), m.group(2)
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available on this machine; use --device cpu")
@@ -61,12 +79,21 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict:
     "Every generator's state, as tensors, numbers and lists (safe for `torch.load(weights_only=True)`)."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": list(random.getstate()[1]), "python_version": random.getstate()[0],
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available(): state["cuda"] = torch.cuda.get_rng_state_all()
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
 
 def set_rng_state(state: dict) -> None:
     "Restore what `rng_state` captured."
@@ -74,16 +101,20 @@ def set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"].cpu())  # generator states live on the CPU, whatever map_location said
-    if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 # %% ../nbs/00_core.ipynb #ec6c9bc7
 class ConfigError(ValueError):
     "A config value or file that cannot be used; the message is one line naming the key or file."
 
+
 PRESETS_DIR = Path(__file__).parent / "configs" if "__file__" in globals() else Path("../rdtcourse/configs")
+
 
 def _one_line(e: OmegaConfBaseException) -> str:
     return str(getattr(e, "msg", None) or e).splitlines()[0]
+
 
 def preset_path(name: str, presets_dir: Path | None = None) -> Path:
     "Path of the packaged YAML preset `name` (with or without `.yaml`)."
@@ -94,65 +125,91 @@ def preset_path(name: str, presets_dir: Path | None = None) -> Path:
         raise ConfigError(f"preset {name!r} not found; known presets: {', '.join(known) or '(none)'}")
     return p
 
+
 def _read_yaml(path, presets_dir=None) -> dict:
     p = Path(path)
     if not p.exists() and presets_dir is not None and (Path(presets_dir) / p.name).is_file() and p.parent == Path("."):
-        p = Path(presets_dir) / p.name  # `--config base.yaml` finds the packaged preset when there is no such local file
-    if not p.is_file(): raise ConfigError(f"config file {str(p)!r} does not exist or is not a file")
-    try: data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e: raise ConfigError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    except (OSError, UnicodeDecodeError) as e: raise ConfigError(f"config file {str(p)!r} cannot be read as text: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict): raise ConfigError(f"config file {str(p)!r} must hold a mapping of key: value, got {type(data).__name__}")
+        # `--config base.yaml` finds the packaged preset when there is no such local file
+        p = Path(presets_dir) / p.name
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist or is not a file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read as text: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of key: value, got {type(data).__name__}")
     return data
+
 
 def _parse_sets(sets) -> dict:
     out = OmegaConf.create({})
     for s in sets:
         if "=" not in s or s.startswith("="):
             raise ConfigError(f"--set {s!r} is not of the form key=value")
-        try: out = OmegaConf.merge(out, OmegaConf.from_dotlist([s]))
+        try:
+            out = OmegaConf.merge(out, OmegaConf.from_dotlist([s]))
         except Exception as e:  # OmegaConf/YAML parse errors on odd keys or values such as "[1" or "${x}"
             raise ConfigError(f"--set {s!r} cannot be parsed: {str(e).splitlines()[0]}") from None
-    try: return OmegaConf.to_container(out, resolve=True)
-    except Exception as e: raise ConfigError(f"--set: {str(e).splitlines()[0]}") from None
+    try:
+        return OmegaConf.to_container(out, resolve=True)
+    except Exception as e:
+        raise ConfigError(f"--set: {str(e).splitlines()[0]}") from None
+
 
 def _unknown_key(cls, key: str, msg: str) -> str:
     "'unknown key' with OmegaConf's suggestion and the keys that do exist at that level of the config."
     t = cls
-    for part in key.split(".")[:-1]:            # walk down to the dataclass that should hold the key
+    for part in key.split(".")[:-1]:  # walk down to the dataclass that should hold the key
         f = {f.name: f for f in dataclasses.fields(t)}.get(part)
         t = f.type if f is not None and dataclasses.is_dataclass(f.type) else None
-        if t is None: break
+        if t is None:
+            break
     guess = re.search(r"Did you mean: '([^']+)'", msg)
     known = f"; {t.__name__} keys: {', '.join(f.name for f in dataclasses.fields(t))}" if t else ""
     return f"unknown key {key!r}" + (f" (did you mean {guess.group(1)!r}?)" if guess else "") + known
 
-def load_config(cls,                      # the job's config dataclass
-                preset: str | None = None, # a packaged preset name (rdtcourse/configs/<preset>.yaml)
-                config=None,               # a YAML file path (--config), or the file name of a packaged preset
-                override=None,             # a second YAML file applied on top (--override), likewise
-                sets=(),                   # "key=value" strings (--set), applied last
-                presets_dir=None,          # where presets live (default: the package's configs/)
-               ):
-    "Build a `cls` instance from defaults <- preset <- config <- override <- sets, type-checked; `ConfigError` on any bad key or value."
+
+def load_config(
+    cls,  # the job's config dataclass
+    preset: str | None = None,  # a packaged preset name (rdtcourse/configs/<preset>.yaml)
+    config=None,  # a YAML file path (--config), or the file name of a packaged preset
+    override=None,  # a second YAML file applied on top (--override), likewise
+    sets=(),  # "key=value" strings (--set), applied last
+    presets_dir=None,  # where presets live (default: the package's configs/)
+):
+    """Build a `cls` instance from defaults <- preset <- config <- override <- sets, type-checked;
+    `ConfigError` on any bad key or value."""
     merged = OmegaConf.structured(cls)
     layers = []
-    if preset: layers.append((f"preset {preset!r}", _read_yaml(preset_path(preset, presets_dir))))
-    if config: layers.append((f"--config {config}", _read_yaml(config, presets_dir or PRESETS_DIR)))
-    if override: layers.append((f"--override {override}", _read_yaml(override, presets_dir or PRESETS_DIR)))
-    if sets: layers.append(("--set", _parse_sets(sets)))
+    if preset:
+        layers.append((f"preset {preset!r}", _read_yaml(preset_path(preset, presets_dir))))
+    if config:
+        layers.append((f"--config {config}", _read_yaml(config, presets_dir or PRESETS_DIR)))
+    if override:
+        layers.append((f"--override {override}", _read_yaml(override, presets_dir or PRESETS_DIR)))
+    if sets:
+        layers.append(("--set", _parse_sets(sets)))
     for source, data in layers:
-        try: merged = OmegaConf.merge(merged, data)
+        try:
+            merged = OmegaConf.merge(merged, data)
         except OmegaConfBaseException as e:
             key = getattr(e, "full_key", None) or "?"
-            if isinstance(e, ConfigKeyError): raise ConfigError(f"{source}: {_unknown_key(cls, key, _one_line(e))}") from None
+            if isinstance(e, ConfigKeyError):
+                raise ConfigError(f"{source}: {_unknown_key(cls, key, _one_line(e))}") from None
             raise ConfigError(f"{source}: key {key!r}: {_one_line(e)}") from None
-    try: return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e: raise ConfigError(f"config: {_one_line(e)}") from None
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config: {_one_line(e)}") from None
+
 
 def config_dict(cfg) -> dict:
     "A plain dict of a config dataclass (what goes into YAML files and checkpoints)."
     return dataclasses.asdict(cfg)
+
 
 def save_config(cfg, out_dir, name: str = "config.yaml") -> Path:
     "Write the resolved config beside the run's outputs, so every result says how it was made."
@@ -161,63 +218,93 @@ def save_config(cfg, out_dir, name: str = "config.yaml") -> Path:
     atomic_write_text(p, yaml.safe_dump(config_dict(cfg), sort_keys=False))
     return p
 
+
 def atomic_write_text(path: Path, text: str) -> None:
     "Write `text` to `path` through a temporary file in the same folder, so readers never see half of it."
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 # %% ../nbs/00_core.ipynb #73a673b8
 def add_config_args(parser, device: bool = True, presets: bool = False, presets_dir=None):
-    "Add --config, --override, --set (repeatable), --device and optionally --preset (from `presets_dir`) to an argparse parser."
+    """Add --config, --override, --set (repeatable), --device and optionally --preset (from `presets_dir`)
+    to an argparse parser."""
     if presets:
         d = Path(presets_dir or PRESETS_DIR)
-        parser.add_argument("--preset", metavar="NAME", help=f"a packaged preset ({d.parent.name}/{d.name}/NAME.yaml): "
-                            + ", ".join(sorted(p.stem for p in d.glob("*.yaml"))))
+        parser.add_argument(
+            "--preset",
+            metavar="NAME",
+            help=f"a packaged preset ({d.parent.name}/{d.name}/NAME.yaml): "
+            + ", ".join(sorted(p.stem for p in d.glob("*.yaml"))),
+        )
     parser.add_argument("--config", metavar="FILE", help="YAML file with config values")
     parser.add_argument("--override", metavar="FILE", help="a second YAML file applied on top of --config")
-    parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", default=[],
-                        help="set one config value, e.g. --set lr=1e-3 (repeatable; applied last)")
-    if device: parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="set one config value, e.g. --set lr=1e-3 (repeatable; applied last)",
+    )
+    if device:
+        parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     return parser
+
 
 def config_from_args(cls, args, preset: str | None = None, presets_dir=None):
     "The config for `cls` from parsed `add_config_args` arguments, on top of `preset`."
     preset = getattr(args, "preset", None) or preset
-    return load_config(cls, preset=preset, config=args.config, override=args.override, sets=args.sets, presets_dir=presets_dir)
+    return load_config(
+        cls, preset=preset, config=args.config, override=args.override, sets=args.sets, presets_dir=presets_dir
+    )
 
 # %% ../nbs/00_core.ipynb #be9e7f1e
 class CheckpointError(RuntimeError):
     "A checkpoint that cannot be read (missing, truncated, or holding objects that are not plain data)."
 
+
 def save_checkpoint(path, state: dict) -> Path:
     "Save `state` to `path` atomically: write a temporary file beside it, then `os.replace` it into place."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
+
 def load_checkpoint(path, map_location="cpu") -> dict:
-    "Load a checkpoint with `weights_only=True`; `CheckpointError` if it is missing, damaged or holds arbitrary objects."
+    """Load a checkpoint with `weights_only=True`;
+    `CheckpointError` if it is missing, damaged or holds arbitrary objects."""
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    try: state = torch.load(path, map_location=map_location, weights_only=True)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         culprit = re.search(r"GLOBAL ([\w.]+)", str(e))
-        raise CheckpointError(f"checkpoint {str(path)!r} holds objects other than tensors and plain data "
-                              f"({culprit.group(1) if culprit else 'unknown object'}); refused by weights_only loading") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds objects other than tensors and plain data "
+            f"({culprit.group(1) if culprit else 'unknown object'}); refused by weights_only loading"
+        ) from None
     except Exception as e:  # truncated, empty, text, or another format: the unpickler fails in many ways
         first = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a torch checkpoint ({type(e).__name__}: {first})") from None
-    if not isinstance(state, dict): raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is damaged or not a torch checkpoint ({type(e).__name__}: {first})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict")
     return state
 
 # %% ../nbs/00_core.ipynb #3d56ec0c
@@ -226,16 +313,24 @@ def _template_regex(template: str) -> re.Pattern:
     parts = re.split(r"\{(\w+)\}", template)
     return re.compile("".join(re.escape(p) if i % 2 == 0 else r"(\d+)" for i, p in enumerate(parts)) + "$")
 
+
 class Checkpointer:
-    "Save numbered checkpoints in `out_dir`, keep the last `keep_last`, keep the best by `metric`, and resume from the newest."
-    def __init__(self, out_dir,
-                 keep_last: int = 3,                  # numbered checkpoints kept (older ones deleted); 0 keeps all
-                 metric: str = "val_loss",            # the metric that decides the best checkpoint
-                 mode: str = "min",                   # "min": lower is better (losses); "max": higher is better (accuracy)
-                 template: str = "ckpt_step_{step}.pt", # numbered file names; fields come from `save(..., **fields)`
-                 best_name: str = "best.pt"):
-        if mode not in ("min", "max"): raise ValueError(f"mode {mode!r} must be 'min' or 'max'")
-        if keep_last < 0: raise ValueError(f"keep_last={keep_last} must be >= 0")
+    """Save numbered checkpoints in `out_dir`, keep the last `keep_last`, keep the best by `metric`,
+    and resume from the newest."""
+
+    def __init__(
+        self,
+        out_dir,
+        keep_last: int = 3,  # numbered checkpoints kept (older ones deleted); 0 keeps all
+        metric: str = "val_loss",  # the metric that decides the best checkpoint
+        mode: str = "min",  # "min": lower is better (losses); "max": higher is better (accuracy)
+        template: str = "ckpt_step_{step}.pt",  # numbered file names; fields come from `save(..., **fields)`
+        best_name: str = "best.pt",
+    ):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode {mode!r} must be 'min' or 'max'")
+        if keep_last < 0:
+            raise ValueError(f"keep_last={keep_last} must be >= 0")
         self.out_dir, self.keep_last, self.metric, self.mode = Path(out_dir), keep_last, metric, mode
         self.template, self.best_name, self._rx = template, best_name, _template_regex(template)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +340,9 @@ class Checkpointer:
 
     def checkpoints(self) -> list[Path]:
         "Numbered checkpoints in the folder, oldest first (ordered by the numbers in their names)."
-        found = [(tuple(int(g) for g in m.groups()), p) for p in self.out_dir.iterdir() if (m := self._rx.match(p.name))]
+        found = [
+            (tuple(int(g) for g in m.groups()), p) for p in self.out_dir.iterdir() if (m := self._rx.match(p.name))
+        ]
         return [p for _, p in sorted(found)]
 
     def latest(self) -> Path | None:
@@ -254,65 +351,99 @@ class Checkpointer:
         return cks[-1] if cks else None
 
     @property
-    def best_path(self) -> Path: return self.out_dir / self.best_name
+    def best_path(self) -> Path:
+        return self.out_dir / self.best_name
 
     def is_better(self, value: float) -> bool:
-        if self.best_value is None: return True
+        if self.best_value is None:
+            return True
         return value < self.best_value if self.mode == "min" else value > self.best_value
 
-    def save(self, model, optimizer=None, scheduler=None, step: int = 0, config=None,
-             metrics: dict | None = None, extra: dict | None = None, **fields) -> Path:
+    def save(
+        self,
+        model,
+        optimizer=None,
+        scheduler=None,
+        step: int = 0,
+        config=None,
+        metrics: dict | None = None,
+        extra: dict | None = None,
+        **fields,
+    ) -> Path:
         "Save a numbered checkpoint (and the best copy if `metrics[self.metric]` improved); prune old ones."
         metrics = dict(metrics or {})
-        state = {"model": model.state_dict(), "step": step, "metrics": metrics, "rng": rng_state(),
-                 "config": config_dict(config) if dataclasses.is_dataclass(config) else (config or {}), **fields}
-        if optimizer is not None: state["optimizer"] = optimizer.state_dict()
-        if scheduler is not None: state["scheduler"] = scheduler.state_dict()
-        if extra: state["extra"] = extra
+        state = {
+            "model": model.state_dict(),
+            "step": step,
+            "metrics": metrics,
+            "rng": rng_state(),
+            "config": config_dict(config) if dataclasses.is_dataclass(config) else (config or {}),
+            **fields,
+        }
+        if optimizer is not None:
+            state["optimizer"] = optimizer.state_dict()
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        if extra:
+            state["extra"] = extra
         path = save_checkpoint(self.out_dir / self.template.format(step=step, **fields), state)
         value = metrics.get(self.metric)
         if value is not None and np.isfinite(value) and self.is_better(value):  # a NaN loss never becomes "best"
             self.best_value = float(value)
             save_checkpoint(self.best_path, state)
-            atomic_write_text(self.out_dir / (self.best_name + ".json"),
-                               json.dumps({"metric": self.metric, "value": self.best_value, "step": step, "file": path.name}))
+            atomic_write_text(
+                self.out_dir / (self.best_name + ".json"),
+                json.dumps({"metric": self.metric, "value": self.best_value, "step": step, "file": path.name}),
+            )
         if self.keep_last:
-            for old in self.checkpoints()[:-self.keep_last]: old.unlink()
+            for old in self.checkpoints()[: -self.keep_last]:
+                old.unlink()
         return path
 
     def resume(self, model, optimizer=None, scheduler=None, path=None, state: dict | None = None) -> dict | None:
-        "Load `path` (default: the newest checkpoint; or an already loaded `state`) into model/optimizer/scheduler, restore RNGs; the state dict, or None if there is nothing to resume."
+        """Load `path` (default: the newest checkpoint; or an already loaded `state`) into model/optimizer/scheduler,
+        restore RNGs; the state dict, or None if there is nothing to resume."""
         path = Path(path) if path else self.latest()
-        if path is None: return None
-        if state is None: state = load_checkpoint(path, map_location="cpu")  # load_state_dict copies to each parameter's device
+        if path is None:
+            return None
+        # load_state_dict copies to each parameter's device
+        if state is None:
+            state = load_checkpoint(path, map_location="cpu")
         model.load_state_dict(state["model"])
-        if optimizer is not None and "optimizer" in state: optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and "scheduler" in state: scheduler.load_state_dict(state["scheduler"])
-        if "rng" in state: set_rng_state(state["rng"])
+        if optimizer is not None and "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
         state["path"] = str(path)
         return state
 
 # %% ../nbs/00_core.ipynb #fc0d98a3
-import io
-from tqdm.std import tqdm as _text_tqdm
-
 class FinalLineBar(_text_tqdm):
     "A tqdm bar that draws nothing while it runs and prints its final state as one line when it closes."
+
     def __init__(self, *args, **kwargs):
-        kwargs.update(file=io.StringIO(), dynamic_ncols=False, ncols=100, ascii=kwargs.get("ascii", False))  # a sink: nothing reaches the notebook mid-loop
+        # a sink: nothing reaches the notebook mid-loop
+        kwargs.update(file=io.StringIO(), dynamic_ncols=False, ncols=100, ascii=kwargs.get("ascii", False))
         super().__init__(*args, **kwargs)
 
-    def display(self, msg=None, pos=None): return True   # nothing mid-loop: a saved notebook keeps every line
+    def display(self, msg=None, pos=None):
+        return True  # nothing mid-loop: a saved notebook keeps every line
 
     def close(self):
-        if self.disable: return
+        if self.disable:
+            return
         leave = self.leave
-        super().close()                       # freezes the elapsed time and the overall rate
-        if leave: print(self.__str__(), flush=True)
+        super().close()  # freezes the elapsed time and the overall rate
+        if leave:
+            print(self.__str__(), flush=True)
+
 
 def headless() -> bool:
     "True when a notebook runs without a live front end (RDTCOURSE_BAR=text: the course runner, the tests)."
     return os.environ.get("RDTCOURSE_BAR") == "text"
+
 
 def progress(iterable=None, **kwargs):
     "A tqdm progress bar: a widget in Jupyter, text in a terminal, one final line when RDTCOURSE_BAR=text."
@@ -325,17 +456,31 @@ def progress(iterable=None, **kwargs):
 def show_widget(widget, snapshot: str | None = None) -> None:
     "Display an ipywidget; when headless (a run saved for the docs), display `snapshot` (HTML) or a note instead."
     from IPython.display import display, HTML
-    if not headless(): display(widget); return
+
+    if not headless():
+        display(widget)
+        return
     note = "<p><i>An interactive widget: run this cell in JupyterLab to use it.</i></p>"
     display(HTML((snapshot or "") + note))
 
 # %% ../nbs/00_core.ipynb #bcce5f9f
 class RunLogger:
     "Progress bar + TensorBoard + log.jsonl (+ optional Weights & Biases) for one run in `out_dir`."
-    def __init__(self, out_dir, total: int | None = None, initial: int = 0, desc: str = "train",
-                 tensorboard: bool = True, wandb: bool = False, project: str = "rdtcourse",
-                 config=None, bar: bool = True):
-        self.out_dir = Path(out_dir); self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def __init__(
+        self,
+        out_dir,
+        total: int | None = None,
+        initial: int = 0,
+        desc: str = "train",
+        tensorboard: bool = True,
+        wandb: bool = False,
+        project: str = "rdtcourse",
+        config=None,
+        bar: bool = True,
+    ):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.bar = progress(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not bar)
         self._step = initial
         log = self.out_dir / "log.jsonl"
@@ -345,45 +490,69 @@ class RunLogger:
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
+
             self.tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=initial + 1 if initial else None)
         self.wb = None
         if wandb:
             try:
                 import wandb as _wandb
+
                 cfg = config_dict(config) if dataclasses.is_dataclass(config) else config
                 self.wb = _wandb.init(project=project, dir=str(self.out_dir), config=cfg)
             except ImportError:
-                warnings.warn("wandb=True but wandb is not installed (pip install 'rdtcourse[wandb]'); logging without it")
+                warnings.warn(
+                    "wandb=True but wandb is not installed (pip install 'rdtcourse[wandb]'); logging without it"
+                )
             except Exception as e:  # not logged in, offline...: training matters more than the dashboard
-                warnings.warn(f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); logging without it")
+                warnings.warn(
+                    f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    "logging without it"
+                )
         self._jsonl = open(log, "a")
 
     def progress(self, step: int, **shown) -> None:
         "Move the bar to `step` and show `shown` (e.g. loss=2.31) beside it."
-        if step > self._step: self.bar.update(step - self._step); self._step = step
-        if shown: self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in shown.items()}, refresh=False)
+        if step > self._step:
+            self.bar.update(step - self._step)
+            self._step = step
+        if shown:
+            self.bar.set_postfix(
+                {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in shown.items()}, refresh=False
+            )
 
     def log(self, step: int, **scalars) -> None:
-        "Record scalars at `step` in every sink; name them like train/loss, val/loss, lr (use `log(step, **{'val/loss': x})`)."
+        """Record scalars at `step` in every sink; name them like train/loss, val/loss, lr
+        (use `log(step, **{'val/loss': x})`)."""
         scalars = {k: float(v) for k, v in scalars.items()}
         for k, v in scalars.items():
-            if self.tb is not None: self.tb.add_scalar(k, v, step)
-        if self.wb is not None: self.wb.log(scalars, step=step)
-        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n"); self._jsonl.flush()
+            if self.tb is not None:
+                self.tb.add_scalar(k, v, step)
+        if self.wb is not None:
+            self.wb.log(scalars, step=step)
+        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._jsonl.flush()
 
     def write(self, msg: str) -> None:
         "Print a line without breaking the progress bar."
-        if headless(): print(msg, flush=True)  # a text bar in a saved notebook: plain lines read best
-        else: self.bar.write(msg)
+        if headless():
+            print(msg, flush=True)  # a text bar in a saved notebook: plain lines read best
+        else:
+            self.bar.write(msg)
 
     def close(self) -> None:
         self.bar.close()
-        if self.tb is not None: self.tb.close()
-        if self.wb is not None: self.wb.finish()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wb is not None:
+            self.wb.finish()
         self._jsonl.close()
 
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def read_log(out_dir) -> list[dict]:
     "The records of a run's log.jsonl, in order."
@@ -393,13 +562,18 @@ def read_log(out_dir) -> list[dict]:
 # %% ../nbs/00_core.ipynb #8be4a5fd
 def save_metrics(out_dir, metrics: dict, reference: dict | None = None) -> Path:
     "Write `metrics` (name -> number) to out_dir/metrics.json and optional reference values to reference.json."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
     def flat(d, what):
         bad = {k: v for k, v in d.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
-        if bad: raise ValueError(f"{what} must map names to numbers; not numbers: {bad}")
+        if bad:
+            raise ValueError(f"{what} must map names to numbers; not numbers: {bad}")
         return {k: float(v) if isinstance(v, float) else v for k, v in d.items()}
+
     atomic_write_text(out_dir / "metrics.json", json.dumps(flat(metrics, "metrics"), indent=1))
-    if reference: atomic_write_text(out_dir / "reference.json", json.dumps(flat(reference, "reference"), indent=1))
+    if reference:
+        atomic_write_text(out_dir / "reference.json", json.dumps(flat(reference, "reference"), indent=1))
     return out_dir / "metrics.json"
 
 # %% ../nbs/00_core.ipynb #9103ef1f
@@ -407,95 +581,133 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
     """The mean of per-unit `values` (one number per user, per sentence...) and its `level` bootstrap interval:
     resample the units with replacement `n_boot` times and take the percentiles of the resampled means."""
     v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or not len(v): raise ValueError(f"values must be a non-empty 1-D array, not shape {v.shape}")
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))   # (n_boot, n): resampled units
+    if v.ndim != 1 or not len(v):
+        raise ValueError(f"values must be a non-empty 1-D array, not shape {v.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))  # (n_boot, n): resampled units
     means = v[idx].mean(1)
     a = (1 - level) / 2
     return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
 
 def paired_verdict(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """Compare two methods scored on the same units (higher is better): the mean difference a - b, its bootstrap
     interval (units resampled together, so the pairing is kept), and the verdict the interval supports:
     'beats' (interval above 0), 'loses to' (below 0) or 'ties' (it contains 0)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape: raise ValueError(f"paired scores must have the same shape, not {a.shape} and {b.shape}")
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same shape, not {a.shape} and {b.shape}")
     diff, lo, hi = bootstrap_ci(a - b, n_boot, level, seed)
     return {"diff": diff, "lo": lo, "hi": hi, "verdict": "beats" if lo > 0 else "loses to" if hi < 0 else "ties"}
 
+
 def ci_half(values, **kw) -> float:
     "Half the width of the bootstrap interval of the mean of `values` (what `metrics.json` stores as `*_ci`)."
-    _, lo, hi = bootstrap_ci(values, **kw); return (hi - lo) / 2
+    _, lo, hi = bootstrap_ci(values, **kw)
+    return (hi - lo) / 2
+
 
 def fmt_ci(values, digits: int = 3, **kw) -> str:
     "The mean of `values` and half its bootstrap interval as text for tables: '0.112 ±0.002'."
-    m, lo, hi = bootstrap_ci(values, **kw); return f"{m:.{digits}f} ±{(hi - lo) / 2:.{digits}f}"
+    m, lo, hi = bootstrap_ci(values, **kw)
+    return f"{m:.{digits}f} ±{(hi - lo) / 2:.{digits}f}"
 
 # %% ../nbs/00_core.ipynb #fe0d390b
-import contextlib, gc
-from datetime import timedelta
-import torch.distributed as tdist
-
 class NullLogger:
     "What processes other than the main one log: nothing (one bar, one log file, one TensorBoard per run)."
-    def progress(self, *a, **k): pass
-    def log(self, *a, **k): pass
-    def write(self, *a, **k): pass
-    def close(self): pass
-    def __enter__(self): return self
-    def __exit__(self, *exc): pass
+
+    def progress(self, *a, **k):
+        pass
+
+    def log(self, *a, **k):
+        pass
+
+    def write(self, *a, **k):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
 
 class Distributed:
     """This process's place in a run of one or more processes. Under `torchrun` (RANK, LOCAL_RANK, WORLD_SIZE set)
     it joins the process group (gloo on CPUs, nccl on GPUs); without them it is a single process and every
     collective below is a no-op. Use it as a context manager: the exit is the clean shutdown on every rank."""
-    def __init__(self, device: str | None = None,  # "auto"/None, "cpu", "cuda"...; under torchrun a GPU is cuda:LOCAL_RANK
-                 threads: int | None = None,       # intra-op threads per process (default: the cores shared out)
-                 timeout_s: float = 1800):         # how long a collective waits for a missing rank (or rank 0's data preparation)
+
+    def __init__(
+        self,
+        device: str | None = None,  # "auto"/None, "cpu", "cuda"...; under torchrun a GPU is cuda:LOCAL_RANK
+        threads: int | None = None,  # intra-op threads per process (default: the cores shared out)
+        timeout_s: float = 1800,
+    ):  # how long a collective waits for a missing rank (or rank 0's data preparation)
         env = os.environ
         self.rank, self.world_size = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
         self.local_rank, local_world = int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1))
         dev = get_device(None if device in (None, "", "auto") else device)
-        if dev.type == "cuda" and "LOCAL_RANK" in env:              # one GPU per process
+        if dev.type == "cuda" and "LOCAL_RANK" in env:  # one GPU per process
             if self.local_rank >= torch.cuda.device_count():
-                raise ConfigError(f"process {self.local_rank} on this machine has no GPU of its own ({torch.cuda.device_count()} found): "
-                                  f"use --nproc_per_node {torch.cuda.device_count()} or fewer")
-            dev = torch.device("cuda", self.local_rank); torch.cuda.set_device(dev)
+                raise ConfigError(
+                    f"process {self.local_rank} on this machine has no GPU of its own "
+                    f"({torch.cuda.device_count()} found): "
+                    f"use --nproc_per_node {torch.cuda.device_count()} or fewer"
+                )
+            dev = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(dev)
         if dev.type == "mps" and self.world_size > 1:
-            raise ConfigError("several processes on MPS are not supported (gloo cannot reduce MPS tensors); use one process or --device cpu")
+            raise ConfigError(
+                "several processes on MPS are not supported (gloo cannot reduce MPS tensors); "
+                "use one process or --device cpu"
+            )
         self.device, self.backend = dev, ("nccl" if dev.type == "cuda" else "gloo")
         # torchrun sets OMP_NUM_THREADS=1 for every process; on a CPU that leaves cores idle, so share them out
-        self._threads = torch.get_num_threads()                    # put back on exit: set_num_threads is process-wide
+        self._threads = torch.get_num_threads()  # put back on exit: set_num_threads is process-wide
         if threads or (dev.type == "cpu" and "LOCAL_WORLD_SIZE" in env):
             torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local_world))
         self._owns = self.world_size > 1 and not tdist.is_initialized()
-        if self._owns: tdist.init_process_group(self.backend, timeout=timedelta(seconds=timeout_s))
+        if self._owns:
+            tdist.init_process_group(self.backend, timeout=timedelta(seconds=timeout_s))
 
     @property
-    def is_main(self) -> bool: return self.rank == 0
+    def is_main(self) -> bool:
+        return self.rank == 0
+
     @property
-    def enabled(self) -> bool: return self.world_size > 1
+    def enabled(self) -> bool:
+        return self.world_size > 1
 
     def print(self, *args, **kwargs) -> None:
         "print on rank 0 only."
-        if self.is_main: print(*args, **kwargs, flush=True)
+        if self.is_main:
+            print(*args, **kwargs, flush=True)
 
     def barrier(self) -> None:
         "Wait until every rank gets here (e.g. after rank 0 writes a file the others read)."
-        if self.enabled: tdist.barrier()
+        if self.enabled:
+            tdist.barrier()
 
     def all_reduce(self, value, op: str = "mean"):
         "A number or tensor summed ('sum') or averaged ('mean') over ranks; a float in, a float out."
-        if op not in ("sum", "mean"): raise ValueError(f"op {op!r} must be 'sum' or 'mean'")
-        if not self.enabled: return value
+        if op not in ("sum", "mean"):
+            raise ValueError(f"op {op!r} must be 'sum' or 'mean'")
+        if not self.enabled:
+            return value
         t = torch.as_tensor(value, dtype=torch.float64 if not torch.is_tensor(value) else None).clone().to(self.device)
         tdist.all_reduce(t)
-        if op == "mean": t = t / self.world_size
+        if op == "mean":
+            t = t / self.world_size
         return t.item() if not torch.is_tensor(value) else t
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         "`model` in DistributedDataParallel when there are several ranks (gradients averaged in backward), else itself."
-        if not self.enabled: return model
+        if not self.enabled:
+            return model
         from torch.nn.parallel import DistributedDataParallel as DDP
+
         # device_ids only for GPUs: DDP refuses them for CPU modules
         return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
@@ -506,28 +718,36 @@ class Distributed:
     def average_grads(self, model: torch.nn.Module) -> None:
         """What DDP does in backward, by hand, for models trained through methods other than forward: mean the gradients
         over ranks. A rank without a gradient for a parameter counts as zeros; a parameter no rank has one for (a part
-        the loss never used, like the gate of a masked LM) keeps none, so the optimizer leaves it alone, as in one process."""
-        if not self.enabled: return
+        the loss never used, like the gate of a masked LM) keeps none,
+        so the optimizer leaves it alone, as in one process."""
+        if not self.enabled:
+            return
         params = [p for p in model.parameters() if p.requires_grad]
-        if not params: return
+        if not params:
+            return
         has = torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype, device=params[0].device)
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params] + [has])  # one message
+        # one message
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params] + [has])
         tdist.all_reduce(flat)
-        seen = flat[-len(params):].tolist()                     # how many ranks had each gradient
-        flat = flat[:-len(params)] / self.world_size
+        seen = flat[-len(params) :].tolist()  # how many ranks had each gradient
+        flat = flat[: -len(params)] / self.world_size
         for p, g, n in zip(params, flat.split([p.numel() for p in params]), seen):
             p.grad = g.view_as(p).clone() if n > 0 else None
 
     def gather_rng(self) -> list:
         "Every rank's `rng_state()`, in rank order (a checkpoint keeps them all, so each rank resumes its own stream)."
-        if not self.enabled: return [rng_state()]
+        if not self.enabled:
+            return [rng_state()]
         out = [None] * self.world_size
         tdist.all_gather_object(out, rng_state())
         return out
 
     def restore_rng(self, states, seed: int, step: int) -> bool:
-        "Restore this rank's generators from `gather_rng` output; if the world size changed, reseed from (seed, step, rank). True if exact."
-        if states is not None and len(states) == self.world_size: set_rng_state(states[self.rank]); return True
+        """Restore this rank's generators from `gather_rng` output;
+        if the world size changed, reseed from (seed, step, rank). True if exact."""
+        if states is not None and len(states) == self.world_size:
+            set_rng_state(states[self.rank])
+            return True
         seed_everything(seed + 1_000_003 * step + self.rank)
         return False
 
@@ -538,19 +758,25 @@ class Distributed:
     def close(self) -> None:
         "The clean shutdown: free what gloo still references, wait for every rank, then leave the group."
         torch.set_num_threads(self._threads)
-        if not self._owns or not tdist.is_initialized(): return
-        gc.collect()                       # DDP buckets and optimizer state released before the group goes
-        tdist.barrier()                    # nobody destroys the group while another rank still talks to it
+        if not self._owns or not tdist.is_initialized():
+            return
+        gc.collect()  # DDP buckets and optimizer state released before the group goes
+        tdist.barrier()  # nobody destroys the group while another rank still talks to it
         tdist.destroy_process_group()
         self._owns = False
 
-    def __enter__(self): return self
+    def __enter__(self):
+        return self
+
     def __exit__(self, exc_type, *exc):
-        if exc_type is None: self.close()
+        if exc_type is None:
+            self.close()
         # on an error, no barrier: the other ranks may never reach it. The process exits non-zero and torchrun
         # stops the rest of the group at once.
-        torch.set_num_threads(self._threads)   # on an error too: a notebook kernel lives on after a failed run
+        torch.set_num_threads(self._threads)  # on an error too: a notebook kernel lives on after a failed run
         return False
 
-    def __repr__(self): return f"Distributed(rank={self.rank}, world_size={self.world_size}, device={self.device}, backend={self.backend})"
-
+    def __repr__(self):
+        return (
+            f"Distributed(rank={self.rank}, world_size={self.world_size}, device={self.device}, backend={self.backend})"
+        )

@@ -10,7 +10,10 @@ __all__ = ['TIERS', 'project_root', 'chapter_notebooks', 'declared_parameters', 
            'record_learner_run', 'CourseConfig']
 
 # %% ../nbs/90_course.ipynb #fae85230
-import fnmatch, json, os, time
+import fnmatch
+import json
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,17 +23,23 @@ from .core import atomic_write_text, progress
 # %% ../nbs/90_course.ipynb #179440d7
 TIERS = ("ci", "learner")
 
+
 def project_root(start=None) -> Path:
     "The repository root: the nearest folder at or above `start` (default: cwd) with an nbdev pyproject.toml and nbs/."
     here = Path(start or Path.cwd()).resolve()
     for d in [here, *here.parents]:
         pp = d / "pyproject.toml"
-        if pp.exists() and "[tool.nbdev]" in pp.read_text() and (d / "nbs").is_dir(): return d
-    raise FileNotFoundError(f"no rdtcourse checkout at or above {here} (looked for pyproject.toml with [tool.nbdev] and nbs/); "
-                            "run the course from inside a clone of the repository")
+        if pp.exists() and "[tool.nbdev]" in pp.read_text() and (d / "nbs").is_dir():
+            return d
+    raise FileNotFoundError(
+        f"no rdtcourse checkout at or above {here} (looked for pyproject.toml with [tool.nbdev] and nbs/); "
+        "run the course from inside a clone of the repository"
+    )
+
 
 def chapter_notebooks(root, only: str | None = None) -> list[Path]:
-    "The numbered notebooks in nbs/ (NN_name.ipynb) in reading order, filtered by `only` (a glob or substring of the name)."
+    """The numbered notebooks in nbs/ (NN_name.ipynb) in reading order,
+    filtered by `only` (a glob or substring of the name)."""
     nbs = sorted(p for p in (Path(root) / "nbs").glob("[0-9][0-9]_*.ipynb"))
     if only:
         pats = [s.strip() for s in only.split(",") if s.strip()]
@@ -41,79 +50,120 @@ def chapter_notebooks(root, only: str | None = None) -> list[Path]:
 def declared_parameters(nb) -> dict:
     "The parameters a notebook declares in its `parameters` cell (name -> inferred info)."
     import papermill as pm
+
     return pm.inspect_notebook(str(nb))
+
 
 def tier_parameters(nb, tier: str, root=None) -> dict:
     "The parameters `nb` runs with at `tier`: ci -> tests/params/<stem>.yaml (or none), learner -> none (its defaults)."
-    if tier not in TIERS: raise ValueError(f"tier {tier!r} must be one of {', '.join(TIERS)}")
+    if tier not in TIERS:
+        raise ValueError(f"tier {tier!r} must be one of {', '.join(TIERS)}")
     nb = Path(nb)
-    if tier == "learner": return {}
+    if tier == "learner":
+        return {}
     pfile = Path(root or project_root(nb.parent)) / "tests" / "params" / f"{nb.stem}.yaml"
-    try: params = (yaml.safe_load(pfile.read_text()) or {}) if pfile.exists() else {}
-    except yaml.YAMLError as e: raise ValueError(f"{pfile} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(params, dict): raise ValueError(f"{pfile} must hold a mapping of parameter: value")
+    try:
+        params = (yaml.safe_load(pfile.read_text()) or {}) if pfile.exists() else {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{pfile} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"{pfile} must hold a mapping of parameter: value")
     strangers = sorted(set(params) - set(declared_parameters(nb)))
     if strangers:
-        raise ValueError(f"{pfile.name} sets {', '.join(strangers)}, which {nb.name} does not declare in its parameters cell")
+        raise ValueError(
+            f"{pfile.name} sets {', '.join(strangers)}, which {nb.name} does not declare in its parameters cell"
+        )
     return params
 
 # %% ../nbs/90_course.ipynb #a1916239
 def _ipc_kernel_manager(folder: str):
     "A kernel-manager class whose kernels listen on IPC sockets inside `folder` (private to this run)."
     from jupyter_client.manager import AsyncKernelManager
+
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kw):
-            kw.setdefault("transport", "ipc"); kw.setdefault("ip", os.path.join(folder, "kernel"))
+            kw.setdefault("transport", "ipc")
+            kw.setdefault("ip", os.path.join(folder, "kernel"))
             super().__init__(**kw)
+
     return IPCKernelManager
 
+
 def execute_notebook(nb, out, parameters: dict | None = None, cwd=None, timeout: int | None = None):
-    "Execute `nb` with papermill into `out` (kernel started in `cwd`, default the notebook's folder) the way the course saves runs."
-    import papermill as pm, tempfile
+    """Execute `nb` with papermill into `out` (kernel started in `cwd`, default the notebook's folder)
+    the way the course saves runs."""
+    import papermill as pm
+    import tempfile
     from unittest.mock import patch
+
     nb = Path(nb)
-    with tempfile.TemporaryDirectory(prefix="rdtcourse-kernel-") as sockets, patch.dict(os.environ, RDTCOURSE_BAR="text", HF_HUB_DISABLE_PROGRESS_BARS="1",
-                                                                          HF_DATASETS_DISABLE_PROGRESS_BARS="1"):
-        return pm.execute_notebook(str(nb), str(out), parameters=parameters or {}, kernel_name="python3",
-                                   cwd=str(cwd or nb.parent), progress_bar=False, log_output=False,
-                                   execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager(sockets))
+    with (
+        tempfile.TemporaryDirectory(prefix="rdtcourse-kernel-") as sockets,
+        patch.dict(
+            os.environ, RDTCOURSE_BAR="text", HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1"
+        ),
+    ):
+        return pm.execute_notebook(
+            str(nb),
+            str(out),
+            parameters=parameters or {},
+            kernel_name="python3",
+            cwd=str(cwd or nb.parent),
+            progress_bar=False,
+            log_output=False,
+            execution_timeout=timeout,
+            kernel_manager_class=_ipc_kernel_manager(sockets),
+        )
 
 # %% ../nbs/90_course.ipynb #a620d1a1
 @dataclass
 class NotebookRun:
     "The outcome of one notebook: where its copy and outputs went, its metrics, or the failing cell."
+
     name: str
     executed: Path
     out_dir: Path
     seconds: float = 0.0
     metrics: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)
-    error: str | None = None   # "cell 7: ValueError: ..." when it failed
+    error: str | None = None  # "cell 7: ValueError: ..." when it failed
 
     @property
-    def ok(self) -> bool: return self.error is None
+    def ok(self) -> bool:
+        return self.error is None
+
 
 def _read_json(p: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
-def run_notebook(nb, runs_dir, tier: str = "ci", parameters: dict | None = None, root=None,
-                 timeout: int | None = None) -> NotebookRun:
-    "Execute `nb` at `tier` into `runs_dir/<name>.ipynb`, its outputs in `runs_dir/<name>/`; never raises for a failing cell."
+
+def run_notebook(
+    nb, runs_dir, tier: str = "ci", parameters: dict | None = None, root=None, timeout: int | None = None
+) -> NotebookRun:
+    """Execute `nb` at `tier` into `runs_dir/<name>.ipynb`, its outputs in `runs_dir/<name>/`;
+    never raises for a failing cell."""
     import papermill as pm
+
     nb, runs_dir = Path(nb).resolve(), Path(runs_dir).resolve()
     out = runs_dir / nb.stem
     run = NotebookRun(nb.stem, runs_dir / nb.name, out)
     params = dict(tier_parameters(nb, tier, root) if parameters is None else parameters)
     if "out_dir" not in declared_parameters(nb):
-        run.error = f"{nb.name} declares no out_dir parameter (every chapter must)"; return run
+        run.error = f"{nb.name} declares no out_dir parameter (every chapter must)"
+        return run
     params["out_dir"] = str(out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "reference.json"):
-        if (out / stale).exists(): (out / stale).unlink()   # never report numbers from an older run
+        if (out / stale).exists():
+            (out / stale).unlink()  # never report numbers from an older run
     t0 = time.time()
-    try: execute_notebook(nb, run.executed, params, timeout=timeout)
+    try:
+        execute_notebook(nb, run.executed, params, timeout=timeout)
     except pm.PapermillExecutionError as e:
-        run.error = f"cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
+        run.error = (
+            f"cell {e.cell_index} (execution count {e.exec_count}): "
+            f"{e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
+        )
     except Exception as e:  # a kernel that died, a timeout, a broken notebook file
         run.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     run.seconds = time.time() - t0
@@ -122,36 +172,47 @@ def run_notebook(nb, runs_dir, tier: str = "ci", parameters: dict | None = None,
 
 # %% ../nbs/90_course.ipynb #ff5f4af0
 def _fmt(v) -> str:
-    if v is None: return ""
-    if isinstance(v, int) or float(v).is_integer() and abs(v) >= 1: return f"{int(v):,}"
+    if v is None:
+        return ""
+    if isinstance(v, int) or float(v).is_integer() and abs(v) >= 1:
+        return f"{int(v):,}"
     return f"{v:.4g}"
+
 
 def results_markdown(runs: list[NotebookRun], tier: str) -> str:
     "The results table (chapter, metric, value, reference) plus a status line per notebook, as Markdown."
     lines = [f"# Course results, tier `{tier}`", "", "| chapter | metric | value | reference |", "|---|---|---|---|"]
     for r in runs:
-        for k, v in r.metrics.items(): lines.append(f"| {r.name} | {k} | {_fmt(v)} | {_fmt(r.reference.get(k))} |")
+        for k, v in r.metrics.items():
+            lines.append(f"| {r.name} | {k} | {_fmt(v)} | {_fmt(r.reference.get(k))} |")
     lines += ["", "| notebook | status | seconds |", "|---|---|---|"]
-    for r in runs: lines.append(f"| {r.name} | {'ok' if r.ok else 'FAILED: ' + r.error.replace('|', '/')} | {r.seconds:.0f} |")
+    for r in runs:
+        lines.append(f"| {r.name} | {'ok' if r.ok else 'FAILED: ' + r.error.replace('|', '/')} | {r.seconds:.0f} |")
     return "\n".join(lines) + "\n"
 
-def run_course(tier: str = "ci", only: str | None = None, root=None, runs_dir=None,
-               timeout: int | None = None, bar: bool = True) -> list[NotebookRun]:
+
+def run_course(
+    tier: str = "ci", only: str | None = None, root=None, runs_dir=None, timeout: int | None = None, bar: bool = True
+) -> list[NotebookRun]:
     "Run the chapter notebooks at `tier`, write `_runs/<tier>/results.md`, and return every notebook's outcome."
-    if tier not in TIERS: raise ValueError(f"tier {tier!r} must be one of {', '.join(TIERS)}")
+    if tier not in TIERS:
+        raise ValueError(f"tier {tier!r} must be one of {', '.join(TIERS)}")
     root = Path(root) if root else project_root()
     runs_dir = Path(runs_dir) if runs_dir else root / "_runs" / tier
     nbs = chapter_notebooks(root, only)
-    if not nbs: raise ValueError(f"no chapter notebook in {root / 'nbs'} matches --only {only!r}")
+    if not nbs:
+        raise ValueError(f"no chapter notebook in {root / 'nbs'} matches --only {only!r}")
     runs_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     pbar = progress(nbs, desc=f"course ({tier})", unit="nb", disable=not bar)
     for nb in pbar:
         pbar.set_postfix_str(nb.stem)
-        try: run = run_notebook(nb, runs_dir, tier, root=root, timeout=timeout)
+        try:
+            run = run_notebook(nb, runs_dir, tier, root=root, timeout=timeout)
         except ValueError as e:  # bad parameter file: report it like a failure and go on
             run = NotebookRun(nb.stem, runs_dir / nb.name, runs_dir / nb.stem, error=str(e))
-        if not run.ok: pbar.write(f"FAILED {nb.name}: {run.error} (see {run.executed})")
+        if not run.ok:
+            pbar.write(f"FAILED {nb.name}: {run.error} (see {run.executed})")
         runs.append(run)
     (runs_dir / "results.md").write_text(results_markdown(runs, tier))
     return runs
@@ -161,23 +222,32 @@ def learner_results_path(root=None) -> Path:
     "Where the learner-tier results of the committed notebooks are kept: `nbs/learner_results.json`."
     return Path(root or project_root()) / "nbs" / "learner_results.json"
 
+
 def record_learner_run(run: NotebookRun, root=None, machine: str = "") -> Path:
     "Store one successful learner-tier run (its metrics and wall time) in `nbs/learner_results.json`."
-    if not run.ok: raise ValueError(f"{run.name} failed ({run.error}); only successful runs are recorded")
+    if not run.ok:
+        raise ValueError(f"{run.name} failed ({run.error}); only successful runs are recorded")
     path = learner_results_path(root)
     results = _read_json(path)
-    results[run.name] = {"seconds": round(run.seconds), "machine": machine, "metrics": run.metrics, "reference": run.reference}
+    results[run.name] = {
+        "seconds": round(run.seconds),
+        "machine": machine,
+        "metrics": run.metrics,
+        "reference": run.reference,
+    }
     atomic_write_text(path, json.dumps(dict(sorted(results.items())), indent=1, ensure_ascii=False) + "\n")
     return path
 
 # %% ../nbs/90_course.ipynb #dcc19bfd
 @dataclass
 class CourseConfig:
-    tier: str = "ci"              # ci: tests/params values (minutes); learner: the notebooks' defaults (real results)
-    only: str | None = None       # run only notebooks whose name matches (glob or substring; comma-separated)
-    timeout: int | None = None    # seconds a cell may run before it counts as failed (None: no limit)
-    runs_dir: str | None = None   # where executed notebooks and results.md go (default: _runs/<tier>)
+    tier: str = "ci"  # ci: tests/params values (minutes); learner: the notebooks' defaults (real results)
+    only: str | None = None  # run only notebooks whose name matches (glob or substring; comma-separated)
+    timeout: int | None = None  # seconds a cell may run before it counts as failed (None: no limit)
+    runs_dir: str | None = None  # where executed notebooks and results.md go (default: _runs/<tier>)
 
     def __post_init__(self):
-        if self.tier not in TIERS: raise ValueError(f"tier={self.tier!r} must be one of {', '.join(TIERS)}")
-        if self.timeout is not None and self.timeout <= 0: raise ValueError(f"timeout={self.timeout} must be a positive number of seconds (or null for no limit)")
+        if self.tier not in TIERS:
+            raise ValueError(f"tier={self.tier!r} must be one of {', '.join(TIERS)}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout={self.timeout} must be a positive number of seconds (or null for no limit)")

@@ -1,4 +1,4 @@
-"""Real text that works offline by name, the online datasets for when you have internet, and the `train.bin` / `val.bin` files every training loop reads.
+"""Corpora that work offline by name, online datasets when you have internet, and the token files every loop reads.
 
 Docs: https://rdtcourse.github.io/rdtcourse/data.html.md"""
 
@@ -10,8 +10,12 @@ __all__ = ['CORPORA', 'WIKITEXT_HUB', 'KR3_HUB', 'ML1M_URL', 'data_dir', 'Corpus
            'write_tokens', 'load_tokens', 'get_batch']
 
 # %% ../nbs/01_data.ipynb #4e66f762
-import io, json, os, tempfile, urllib.request, zipfile
-from dataclasses import dataclass, field
+import json
+import os
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,50 +30,96 @@ def data_dir() -> Path:
     env = os.environ.get("RDTCOURSE_DATA")
     if env:
         p = Path(env).expanduser()
-        if not p.is_dir(): raise FileNotFoundError(f"RDTCOURSE_DATA={env!r} is not a folder")
+        if not p.is_dir():
+            raise FileNotFoundError(f"RDTCOURSE_DATA={env!r} is not a folder")
         return p
     here = [Path(__file__).resolve().parent.parent / "data"] if "__file__" in globals() else []
     tried = here + [Path.cwd() / "data", Path.cwd().parent / "data"]
     for p in tried:
-        if (p / "tinyshakespeare").is_dir(): return p
-    raise FileNotFoundError("embedded corpora not found (looked in " + ", ".join(map(str, tried)) +
-                            "); clone the repository or set RDTCOURSE_DATA to its data/ folder")
+        if (p / "tinyshakespeare").is_dir():
+            return p
+    raise FileNotFoundError(
+        "embedded corpora not found (looked in "
+        + ", ".join(map(str, tried))
+        + "); clone the repository or set RDTCOURSE_DATA to its data/ folder"
+    )
 
 # %% ../nbs/01_data.ipynb #f59f2546
 @dataclass(frozen=True)
 class Corpus:
     "An embedded corpus: where its files are and what they are."
-    name: str          # the name code uses, e.g. "tinyshakespeare"
-    folder: str        # sub-folder of data/
-    files: dict        # split (or table) name -> file name
-    kind: str          # "text" (plain text), "tsv"/"csv" (records with a text column), "tables" (MovieLens CSVs)
-    license: str       # short license statement; the folder's README.md has the full note
-    source: str        # where it came from
+
+    name: str  # the name code uses, e.g. "tinyshakespeare"
+    folder: str  # sub-folder of data/
+    files: dict  # split (or table) name -> file name
+    kind: str  # "text" (plain text), "tsv"/"csv" (records with a text column), "tables" (MovieLens CSVs)
+    license: str  # short license statement; the folder's README.md has the full note
+    source: str  # where it came from
     description: str
-    text_columns: tuple = ()   # for tsv/csv: the columns that make up the text
+    text_columns: tuple = ()  # for tsv/csv: the columns that make up the text
     val_fraction: float = 0.0  # for a single-file corpus: the tail fraction held out as validation
 
     @property
-    def path(self) -> Path: return data_dir() / self.folder
+    def path(self) -> Path:
+        return data_dir() / self.folder
 
-CORPORA = {c.name: c for c in [
-    Corpus("tinyshakespeare", "tinyshakespeare", {"all": "input.txt"}, "text", "public domain (Shakespeare)",
-           "karpathy/char-rnn data/tinyshakespeare/input.txt", "40,000 lines of Shakespeare, 1.1M characters; last 10% is validation",
-           val_fraction=0.1),
-    Corpus("wikitext2-sample", "wikitext2-sample", {"train": "valid.txt", "val": "test.txt"}, "text",
-           "CC BY-SA 3.0 (Wikipedia text)", "WikiText-2 v1 (tokenized), Merity et al. 2016",
-           "WikiText-2 tokenized: its validation split as our train, its test split as our validation (train.txt not shipped)"),
-    Corpus("nsmc-sample", "nsmc-sample", {"train": "ratings_train_40k.txt", "val": "ratings_test_10k.txt"}, "tsv",
-           "CC0 1.0", "e9t/nsmc (Naver Sentiment Movie Corpus v1.0), 40k/10k subset",
-           "Korean movie reviews with 0/1 sentiment labels (id, document, label)", text_columns=("document",)),
-    Corpus("movielens-small", "movielens-small",
-           {"ratings": "ratings.csv", "movies": "movies.csv", "tags": "tags.csv", "links": "links.csv"}, "tables",
-           "MovieLens usage license (README.txt): research use, redistribution under the same terms",
-           "GroupLens ml-latest-small (2018-09-26)", "100,836 ratings by 610 users of 9,742 movies"),
-    Corpus("ko-chatbot", "ko-chatbot", {"all": "ChatbotData.csv"}, "csv", "MIT (Youngsook Song, 2018)",
-           "songys/Chatbot_data", "11,823 Korean question/answer pairs (Q, A, label); last 10% is validation",
-           text_columns=("Q", "A"), val_fraction=0.1),
-]}
+
+CORPORA = {
+    c.name: c
+    for c in [
+        Corpus(
+            "tinyshakespeare",
+            "tinyshakespeare",
+            {"all": "input.txt"},
+            "text",
+            "public domain (Shakespeare)",
+            "karpathy/char-rnn data/tinyshakespeare/input.txt",
+            "40,000 lines of Shakespeare, 1.1M characters; last 10% is validation",
+            val_fraction=0.1,
+        ),
+        Corpus(
+            "wikitext2-sample",
+            "wikitext2-sample",
+            {"train": "valid.txt", "val": "test.txt"},
+            "text",
+            "CC BY-SA 3.0 (Wikipedia text)",
+            "WikiText-2 v1 (tokenized), Merity et al. 2016",
+            "WikiText-2 tokenized: its validation split as our train, its test split as our validation "
+            "(train.txt not shipped)",
+        ),
+        Corpus(
+            "nsmc-sample",
+            "nsmc-sample",
+            {"train": "ratings_train_40k.txt", "val": "ratings_test_10k.txt"},
+            "tsv",
+            "CC0 1.0",
+            "e9t/nsmc (Naver Sentiment Movie Corpus v1.0), 40k/10k subset",
+            "Korean movie reviews with 0/1 sentiment labels (id, document, label)",
+            text_columns=("document",),
+        ),
+        Corpus(
+            "movielens-small",
+            "movielens-small",
+            {"ratings": "ratings.csv", "movies": "movies.csv", "tags": "tags.csv", "links": "links.csv"},
+            "tables",
+            "MovieLens usage license (README.txt): research use, redistribution under the same terms",
+            "GroupLens ml-latest-small (2018-09-26)",
+            "100,836 ratings by 610 users of 9,742 movies",
+        ),
+        Corpus(
+            "ko-chatbot",
+            "ko-chatbot",
+            {"all": "ChatbotData.csv"},
+            "csv",
+            "MIT (Youngsook Song, 2018)",
+            "songys/Chatbot_data",
+            "11,823 Korean question/answer pairs (Q, A, label); last 10% is validation",
+            text_columns=("Q", "A"),
+            val_fraction=0.1,
+        ),
+    ]
+}
+
 
 def get_corpus(name: str) -> Corpus:
     "The registry entry for `name`; a clear error listing the valid names otherwise."
@@ -79,44 +129,66 @@ def get_corpus(name: str) -> Corpus:
 
 # %% ../nbs/01_data.ipynb #837c93a1
 def _read_records(path: Path, kind: str) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", quoting=3 if kind == "tsv" else 0,
-                       keep_default_na=False, dtype=str if kind == "tsv" else None)
+    return pd.read_csv(
+        path,
+        sep="\t" if kind == "tsv" else ",",
+        quoting=3 if kind == "tsv" else 0,
+        keep_default_na=False,
+        dtype=str if kind == "tsv" else None,
+    )
+
 
 def _tail_split(n: int, frac: float, split: str) -> slice:
     cut = int(n * (1 - frac))
     return slice(0, cut) if split == "train" else slice(cut, n)
 
+
 def _check_split(split: str) -> str:
     split = {"validation": "val", "valid": "val"}.get(split, split)
-    if split not in ("train", "val"): raise ValueError(f"split {split!r} must be 'train' or 'val'")
+    if split not in ("train", "val"):
+        raise ValueError(f"split {split!r} must be 'train' or 'val'")
     return split
+
 
 def load_table(name: str, table: str | None = None) -> pd.DataFrame:
     "A records corpus (tsv/csv) or one MovieLens table as a DataFrame."
     c = get_corpus(name)
-    if c.kind == "text": raise ValueError(f"corpus {name!r} is plain text; use load_text({name!r})")
+    if c.kind == "text":
+        raise ValueError(f"corpus {name!r} is plain text; use load_text({name!r})")
     if table is None:
-        if len(c.files) != 1 and c.kind == "tables": raise ValueError(f"corpus {name!r} has tables {list(c.files)}; pick one with table=")
+        if len(c.files) != 1 and c.kind == "tables":
+            raise ValueError(f"corpus {name!r} has tables {list(c.files)}; pick one with table=")
         table = next(iter(c.files)) if c.kind == "tables" or len(c.files) == 1 else None
     if table is None:  # records split into train/val files: concatenate with a split column
-        return pd.concat([_read_records(c.path / f, c.kind).assign(split=s) for s, f in c.files.items()], ignore_index=True)
-    if table not in c.files: raise ValueError(f"corpus {name!r} has no table {table!r}; it has {list(c.files)}")
-    return pd.read_csv(c.path / c.files[table]) if c.kind == "tables" else _read_records(c.path / c.files[table], c.kind)
+        return pd.concat(
+            [_read_records(c.path / f, c.kind).assign(split=s) for s, f in c.files.items()], ignore_index=True
+        )
+    if table not in c.files:
+        raise ValueError(f"corpus {name!r} has no table {table!r}; it has {list(c.files)}")
+    return (
+        pd.read_csv(c.path / c.files[table]) if c.kind == "tables" else _read_records(c.path / c.files[table], c.kind)
+    )
+
 
 def load_records(name: str, split: str = "train") -> pd.DataFrame:
     "The `split` rows of a records corpus (nsmc-sample, ko-chatbot)."
     c, split = get_corpus(name), _check_split(split)
-    if c.kind not in ("tsv", "csv"): raise ValueError(f"corpus {name!r} is {c.kind!r}, not records")
-    if split in c.files: return _read_records(c.path / c.files[split], c.kind)
+    if c.kind not in ("tsv", "csv"):
+        raise ValueError(f"corpus {name!r} is {c.kind!r}, not records")
+    if split in c.files:
+        return _read_records(c.path / c.files[split], c.kind)
     df = _read_records(c.path / c.files["all"], c.kind)
     return df.iloc[_tail_split(len(df), c.val_fraction, split)].reset_index(drop=True)
+
 
 def load_text(name: str, split: str = "train") -> str:
     "The `split` ('train' or 'val') of corpus `name` as one string (records: their text columns, one line each)."
     c, split = get_corpus(name), _check_split(split)
-    if c.kind == "tables": raise ValueError(f"corpus {name!r} holds tables, not text; use load_table({name!r}, table)")
+    if c.kind == "tables":
+        raise ValueError(f"corpus {name!r} holds tables, not text; use load_table({name!r}, table)")
     if c.kind == "text":
-        if split in c.files: return (c.path / c.files[split]).read_text(encoding="utf-8")
+        if split in c.files:
+            return (c.path / c.files[split]).read_text(encoding="utf-8")
         text = (c.path / c.files["all"]).read_text(encoding="utf-8")
         return text[_tail_split(len(text), c.val_fraction, split)]
     df = load_records(name, split)
@@ -128,83 +200,117 @@ KR3_HUB = "leey4n/KR3"
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 _BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".txt": "text"}
 
+
 def _local_dataset(data_files, split: str):
     import datasets
+
     files = [data_files] if isinstance(data_files, (str, Path)) else list(data_files)
     suffix = Path(files[0]).suffix
-    if suffix not in _BUILDERS: raise ValueError(f"data_files {files[0]!r}: unknown format {suffix!r}; use one of {list(_BUILDERS)}")
+    if suffix not in _BUILDERS:
+        raise ValueError(f"data_files {files[0]!r}: unknown format {suffix!r}; use one of {list(_BUILDERS)}")
     return datasets.load_dataset(_BUILDERS[suffix], data_files={split: [str(f) for f in files]}, split=split)
+
 
 def load_wikitext(version: str = "2", split: str = "train", data_files=None) -> list[str]:
     "WikiText-`version` raw lines of `split` ('train', 'validation'/'val', 'test'), from the hub or local `data_files`."
     version = str(version)
-    if version not in ("2", "103"): raise ValueError(f"WikiText version {version!r} must be '2' or '103'")
+    if version not in ("2", "103"):
+        raise ValueError(f"WikiText version {version!r} must be '2' or '103'")
     split = {"val": "validation", "valid": "validation"}.get(split, split)
-    if split not in ("train", "validation", "test"): raise ValueError(f"split {split!r} must be train, validation or test")
-    if data_files is not None: ds = _local_dataset(data_files, split)
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split {split!r} must be train, validation or test")
+    if data_files is not None:
+        ds = _local_dataset(data_files, split)
     else:
         import datasets
+
         ds = datasets.load_dataset(WIKITEXT_HUB, f"wikitext-{version}-raw-v1", split=split)
     return list(ds["text"])
 
+
 def load_kr3(split: str = "train", data_files=None) -> pd.DataFrame:
-    "KR3 Korean restaurant reviews (`Rating` 0 negative / 1 positive / 2 ambiguous, `Review`), from the hub or local `data_files`."
-    if data_files is not None: ds = _local_dataset(data_files, split)
+    """KR3 Korean restaurant reviews (`Rating` 0 negative / 1 positive / 2 ambiguous, `Review`),
+    from the hub or local `data_files`."""
+    if data_files is not None:
+        ds = _local_dataset(data_files, split)
     else:
         import datasets
+
         ds = datasets.load_dataset(KR3_HUB, split=split)
     df = ds.to_pandas()
     missing = {"Rating", "Review"} - set(df.columns)
-    if missing: raise ValueError(f"KR3 data lacks columns {sorted(missing)}; found {list(df.columns)}")
+    if missing:
+        raise ValueError(f"KR3 data lacks columns {sorted(missing)}; found {list(df.columns)}")
     return df
+
 
 def _download(url: str, dest: Path) -> Path:
     "Fetch `url` to `dest` atomically (a failed download leaves no partial file)."
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part"); os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    os.close(fd)
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20): f.write(chunk)
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
         os.replace(tmp, dest)
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return dest
 
+
 def load_movielens_1m(cache_dir="~/.cache/rdtcourse", url: str = ML1M_URL) -> dict:
-    "MovieLens 1M as DataFrames `ratings` (user, item, rating, timestamp), `movies` and `users`; downloaded once into `cache_dir`."
+    """MovieLens 1M as DataFrames `ratings` (user, item, rating, timestamp), `movies` and `users`;
+    downloaded once into `cache_dir`."""
     zpath = Path(cache_dir).expanduser() / "ml-1m.zip"
-    if not zpath.exists(): _download(url, zpath)
-    spec = {"ratings": ["user_id", "movie_id", "rating", "timestamp"],
-            "movies": ["movie_id", "title", "genres"],
-            "users": ["user_id", "gender", "age", "occupation", "zip"]}
+    if not zpath.exists():
+        _download(url, zpath)
+    spec = {
+        "ratings": ["user_id", "movie_id", "rating", "timestamp"],
+        "movies": ["movie_id", "title", "genres"],
+        "users": ["user_id", "gender", "age", "occupation", "zip"],
+    }
     out = {}
     with zipfile.ZipFile(zpath) as z:
         names = {Path(n).name: n for n in z.namelist()}
         for table, cols in spec.items():
-            if f"{table}.dat" not in names: raise ValueError(f"{zpath} has no {table}.dat; is it the ml-1m archive?")
+            if f"{table}.dat" not in names:
+                raise ValueError(f"{zpath} has no {table}.dat; is it the ml-1m archive?")
             raw = z.read(names[f"{table}.dat"]).decode("latin-1")
             out[table] = pd.DataFrame([l.split("::") for l in raw.splitlines() if l], columns=cols)
-    for t, cols in [("ratings", ["user_id", "movie_id", "rating", "timestamp"]), ("movies", ["movie_id"]), ("users", ["user_id", "age", "occupation"])]:
+    for t, cols in [
+        ("ratings", ["user_id", "movie_id", "rating", "timestamp"]),
+        ("movies", ["movie_id"]),
+        ("users", ["user_id", "age", "occupation"]),
+    ]:
         out[t][cols] = out[t][cols].astype("int64")
     return out
 
 # %% ../nbs/01_data.ipynb #c5f49e31
 def token_dtype(vocab_size: int) -> np.dtype:
     "The smallest unsigned type holding ids 0..vocab_size-1: uint16 up to 65,536 tokens, else uint32."
-    if vocab_size < 1: raise ValueError(f"vocab_size={vocab_size} must be positive")
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size={vocab_size} must be positive")
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
 
 def read_meta(folder) -> dict:
     "The meta.json of a folder of token files."
     p = Path(folder) / "meta.json"
-    if not p.exists(): raise FileNotFoundError(f"{p} not found: token files are written with TokenWriter / write_tokens")
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found: token files are written with TokenWriter / write_tokens")
     return json.loads(p.read_text())
 
+
 class TokenWriter:
-    "Append token ids to `path` in chunks; on success the file appears atomically and `meta.json` records dtype and count."
+    """Append token ids to `path` in chunks;
+    on success the file appears atomically and `meta.json` records dtype and count."""
+
     def __init__(self, path, vocab_size: int, meta: dict | None = None, n_chars: int | None = None):
         self.path, self.vocab_size, self.extra = Path(path), int(vocab_size), meta or {}
-        self.n_chars = n_chars  # characters of text behind the tokens (set it, or add to it while writing): bits per character need it
+        # characters of text behind the tokens (set it, or add to it while writing): bits per character need it
+        self.n_chars = n_chars
         self.dtype = token_dtype(self.vocab_size)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.n = 0
@@ -219,46 +325,65 @@ class TokenWriter:
         if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
             bad = int(a.max() if a.max() >= self.vocab_size else a.min())
             raise ValueError(f"token id {bad} is outside the vocabulary 0..{self.vocab_size - 1}")
-        self._f.write(a.astype(self.dtype).tobytes()); self.n += a.size
+        self._f.write(a.astype(self.dtype).tobytes())
+        self.n += a.size
 
     def __exit__(self, exc_type, *_):
         self._f.close()
-        if exc_type is not None: os.remove(self._tmp); return False
+        if exc_type is not None:
+            os.remove(self._tmp)
+            return False
         os.replace(self._tmp, self.path)
         meta_path = self.path.parent / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if meta.get("dtype", self.dtype.name) != self.dtype.name or meta.get("vocab_size", self.vocab_size) != self.vocab_size:
+        if (
+            meta.get("dtype", self.dtype.name) != self.dtype.name
+            or meta.get("vocab_size", self.vocab_size) != self.vocab_size
+        ):
             meta = {}  # a different tokenizer wrote the old files: start a fresh meta
         meta.update(self.extra, vocab_size=self.vocab_size, dtype=self.dtype.name)
         meta.setdefault("tokens", {})[self.path.name] = self.n
-        if self.n_chars is not None: meta.setdefault("chars", {})[self.path.name] = int(self.n_chars)
+        if self.n_chars is not None:
+            meta.setdefault("chars", {})[self.path.name] = int(self.n_chars)
         atomic_write_text(meta_path, json.dumps(meta, indent=1))
         return False
 
+
 def write_tokens(path, ids, vocab_size: int, meta: dict | None = None, n_chars: int | None = None) -> Path:
     "Write `ids` to the token file `path` in one go (see `TokenWriter` for streaming)."
-    with TokenWriter(path, vocab_size, meta, n_chars) as w: w.write(ids)
+    with TokenWriter(path, vocab_size, meta, n_chars) as w:
+        w.write(ids)
     return Path(path)
+
 
 def load_tokens(path) -> np.memmap:
     "Memory-map a token file with the dtype its meta.json records."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"token file {path} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"token file {path} does not exist")
     meta = read_meta(path.parent)
     dtype, n = np.dtype(meta["dtype"]), meta.get("tokens", {}).get(path.name)
-    if n is None: raise ValueError(f"{path} is not listed in {path.parent / 'meta.json'}: written by another tokenizer? re-run the encoding")
+    if n is None:
+        raise ValueError(
+            f"{path} is not listed in {path.parent / 'meta.json'}: written by another tokenizer? re-run the encoding"
+        )
     if path.stat().st_size != n * dtype.itemsize:
-        raise ValueError(f"{path} holds {path.stat().st_size} bytes, but meta.json says {n} {dtype.name} tokens: re-run the encoding")
+        raise ValueError(
+            f"{path} holds {path.stat().st_size} bytes, but meta.json says {n} {dtype.name} tokens: re-run the encoding"
+        )
     return np.memmap(path, dtype=dtype, mode="r")
 
 # %% ../nbs/01_data.ipynb #f1e5dfa5
 def get_batch(data, block_size: int, batch_size: int, device="cpu", generator: torch.Generator | None = None):
     "`batch_size` random windows of `data` (a token array): inputs x and next-token targets y, both (B, T) int64."
     n = len(data)
-    if n <= block_size: raise ValueError(f"token data has {n} tokens; needs more than block_size={block_size}")
+    if n <= block_size:
+        raise ValueError(f"token data has {n} tokens; needs more than block_size={block_size}")
     ix = torch.randint(n - block_size, (batch_size,), generator=generator)
-    x = torch.stack([torch.from_numpy(np.asarray(data[i:i + block_size], dtype=np.int64)) for i in ix.tolist()])
-    y = torch.stack([torch.from_numpy(np.asarray(data[i + 1:i + 1 + block_size], dtype=np.int64)) for i in ix.tolist()])
+    x = torch.stack([torch.from_numpy(np.asarray(data[i : i + block_size], dtype=np.int64)) for i in ix.tolist()])
+    y = torch.stack(
+        [torch.from_numpy(np.asarray(data[i + 1 : i + 1 + block_size], dtype=np.int64)) for i in ix.tolist()]
+    )
     device = torch.device(device)
     if device.type == "cuda":  # pinned memory lets the copy to the GPU overlap with compute
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)

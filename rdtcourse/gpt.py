@@ -1,4 +1,4 @@
-"""Token and position embeddings, a stack of pre-norm transformer blocks, tied output weights, next-token prediction, sampling with temperature and top-k, a KV cache, and an export that `transformers` loads.
+"""Embeddings, pre-norm transformer blocks, tied weights, sampling with a KV cache, and an export `transformers` loads.
 
 Docs: https://rdtcourse.github.io/rdtcourse/gpt.html.md"""
 
@@ -21,24 +21,29 @@ import torch.nn.functional as F
 @dataclass
 class GPTConfig:
     vocab_size: int = 50_304  # tokens the model reads and writes: set it from the tokenizer (len(tok))
-    block_size: int = 256     # context length: the most tokens the model attends over (64 for the CPU recipe)
-    n_layer: int = 6          # transformer blocks (4 for the CPU recipe, 12 for GPT-2 small)
-    n_head: int = 6           # attention heads per block; n_embd must divide by it
-    n_embd: int = 384         # width of every token's vector (128 for the CPU recipe, 768 for GPT-2 small)
-    dropout: float = 0.1      # dropout in training (0 for small data or short runs, 0.1 to fight over-fitting)
-    bias: bool = True         # biases in Linear and LayerNorm layers; GPT-2 has them, and export_hf needs them
-    d_ff: int | None = None   # hidden width of each block's MLP (None: 4 x n_embd, GPT-2's choice)
+    block_size: int = 256  # context length: the most tokens the model attends over (64 for the CPU recipe)
+    n_layer: int = 6  # transformer blocks (4 for the CPU recipe, 12 for GPT-2 small)
+    n_head: int = 6  # attention heads per block; n_embd must divide by it
+    n_embd: int = 384  # width of every token's vector (128 for the CPU recipe, 768 for GPT-2 small)
+    dropout: float = 0.1  # dropout in training (0 for small data or short runs, 0.1 to fight over-fitting)
+    bias: bool = True  # biases in Linear and LayerNorm layers; GPT-2 has them, and export_hf needs them
+    d_ff: int | None = None  # hidden width of each block's MLP (None: 4 x n_embd, GPT-2's choice)
 
     def __post_init__(self):
-        if self.n_embd % self.n_head: raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be positive")
-        if self.d_ff is not None and self.d_ff < 1: raise ValueError(f"d_ff={self.d_ff} must be positive")
-        if not 0 <= self.dropout < 1: raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}={getattr(self, k)} must be positive")
+        if self.d_ff is not None and self.d_ff < 1:
+            raise ValueError(f"d_ff={self.d_ff} must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
 # %% ../nbs/03_gpt.ipynb #6039161d
 class KVCache:
     "Keys and values of past positions, one (k, v) pair per layer, each (B, n_head, T_past, head_size)."
+
     def __init__(self, n_layer: int):
         self.layers: list = [None] * n_layer
 
@@ -50,44 +55,59 @@ class KVCache:
     def update(self, i: int, k: torch.Tensor, v: torch.Tensor):
         "Append this step's k, v to layer i's cache; return all keys and values so far."
         if self.layers[i] is not None:
-            k = torch.cat([self.layers[i][0], k], dim=2); v = torch.cat([self.layers[i][1], v], dim=2)
+            k = torch.cat([self.layers[i][0], k], dim=2)
+            v = torch.cat([self.layers[i][1], v], dim=2)
         self.layers[i] = (k, v)
         return k, v
 
+
 class SelfAttention(nn.Module):
-    "Multi-head self-attention; causal (GPT) or bidirectional (RDT); optional KV cache, key padding mask and additive bias."
+    """Multi-head self-attention; causal (GPT) or bidirectional (RDT);
+    optional KV cache, key padding mask and additive bias."""
+
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True):
         super().__init__()
         assert n_embd % n_head == 0
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v for all heads in one matmul
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)      # mixes the heads' outputs back together
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)  # mixes the heads' outputs back together
         self.resid_dropout = nn.Dropout(dropout)
         self.n_head, self.dropout, self.causal = n_head, dropout, causal
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0, key_padding_mask=None, attn_bias=None):
-        B, T, C = x.shape                                                # batch, time, channels
+        B, T, C = x.shape  # batch, time, channels
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if cache is not None: k, v = cache.update(layer, k, v)           # k, v: (B, nh, past + T, hs)
-        past = k.size(2) - T                                             # positions before this call's tokens
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # k, v: (B, nh, past + T, hs)
+        past = k.size(2) - T  # positions before this call's tokens
         mask, is_causal = None, False
-        if self.causal and T > 1:                                        # one new token may see everything before it
-            if past == 0 and key_padding_mask is None and attn_bias is None: is_causal = True  # the usual triangle, fused
-            else: mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # new queries see the past
-        if key_padding_mask is not None:                                 # (B, T_k), True = a real token, False = padding
-            pad = key_padding_mask[:, None, None, :].to(torch.bool)      # (B, 1, 1, T_k): broadcast over heads and queries
+        if self.causal and T > 1:  # one new token may see everything before it
+            # the usual triangle, fused
+            if past == 0 and key_padding_mask is None and attn_bias is None:
+                is_causal = True
+            else:
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(
+                    diagonal=past
+                )  # new queries see the past
+        # (B, T_k), True = a real token, False = padding
+        if key_padding_mask is not None:
+            # (B, 1, 1, T_k): broadcast over heads and queries
+            pad = key_padding_mask[:, None, None, :].to(torch.bool)
             mask = pad if mask is None else (mask & pad)
-        if attn_bias is not None:                                        # (nh, T, T_k) added to the scores, e.g. ALiBi (chapter 6)
+        # (nh, T, T_k) added to the scores, e.g. ALiBi (chapter 6)
+        if attn_bias is not None:
             bias = attn_bias.to(q.dtype)
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)                 # re-assemble the heads side by side
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 # %% ../nbs/03_gpt.ipynb #53b661e0
 class MLP(nn.Module):
     "Position-wise feed-forward: Linear(C -> d_ff), GELU, Linear(d_ff -> C), dropout."
+
     def __init__(self, n_embd: int, d_ff: int | None = None, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         self.c_fc = nn.Linear(n_embd, d_ff or 4 * n_embd, bias=bias)
@@ -95,11 +115,22 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(d_ff or 4 * n_embd, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x): return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
 
 class Block(nn.Module):
     "Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). `causal=False` for bidirectional models."
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True, d_ff: int | None = None):
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        causal: bool = True,
+        d_ff: int | None = None,
+    ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = SelfAttention(n_embd, n_head, dropout, bias, causal)
@@ -110,36 +141,50 @@ class Block(nn.Module):
         # `mod` (chapter 6's AdaLN): four (B, 1, C) tensors (shift_1, scale_1, shift_2, scale_2) that condition
         # each normalised input on something outside the sequence: norm(x) * (1 + scale) + shift. None: a plain block.
         a = self.ln_1(x)
-        if mod is not None: a = a * (1 + mod[1]) + mod[0]
+        if mod is not None:
+            a = a * (1 + mod[1]) + mod[0]
         x = x + self.attn(a, cache, layer, key_padding_mask, attn_bias)
         m = self.ln_2(x)
-        if mod is not None: m = m * (1 + mod[3]) + mod[2]
+        if mod is not None:
+            m = m * (1 + mod[3]) + mod[2]
         return x + self.mlp(m)
 
 # %% ../nbs/03_gpt.ipynb #4c53deb2
 class GPT(nn.Module):
     "A decoder-only transformer language model (nanoGPT-style)."
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),   # token embedding
-            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),   # position embedding
-            drop=nn.Dropout(cfg.dropout),
-            h=nn.ModuleList([Block(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, d_ff=cfg.d_ff) for _ in range(cfg.n_layer)]),
-            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias)))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),  # token embedding
+                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),  # position embedding
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList(
+                    [
+                        Block(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, d_ff=cfg.d_ff)
+                        for _ in range(cfg.n_layer)
+                    ]
+                ),
+                ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+            )
+        )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight   # weight tying
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
     def _init_weights(m):
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
-            if m.bias is not None: nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding): nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
         "Parameters, without the position embedding by default (the token embedding is shared with the output layer)."
@@ -147,88 +192,134 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False):
-        "idx (B, T) token ids -> (logits (B, T, V), loss or None); `last_only` scores only the last position (for sampling)."
+        """idx (B, T) token ids -> (logits (B, T, V), loss or None);
+        `last_only` scores only the last position (for sampling)."""
         B, T = idx.shape
         past = cache.length if cache is not None else 0
         if past + T > self.cfg.block_size:
             raise ValueError(f"sequence of {past + T} tokens is longer than block_size={self.cfg.block_size}")
-        pos = torch.arange(past, past + T, device=idx.device)                       # (T,)
+        pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for i, block in enumerate(self.transformer.h): x = block(x, cache, i)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
         x = self.transformer.ln_f(x)
         if targets is not None:
-            logits = self.lm_head(x)                                                 # (B, T, V)
+            logits = self.lm_head(x)  # (B, T, V)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
             return logits, loss
         return self.lm_head(x[:, [-1], :] if last_only else x), None
 
 # %% ../nbs/03_gpt.ipynb #335b25e6
 def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
-    "The distribution (B, V) the sampler draws from: softmax(logits / temperature) over the top-k; one-hot when temperature == 0."
-    if temperature < 0: raise ValueError(f"temperature={temperature} must be >= 0")
-    if top_k is not None and top_k < 1: raise ValueError(f"top_k={top_k} must be >= 1")
-    if temperature == 0: return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)
+    """The distribution (B, V) the sampler draws from: softmax(logits / temperature) over the top-k;
+    one-hot when temperature == 0."""
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1")
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]          # the k-th largest logit per row
+        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # the k-th largest logit per row
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return F.softmax(logits, dim=-1)
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, generator=None) -> torch.Tensor:
-    "One token id per row of `logits` (B, V): greedy if temperature == 0, else sampled from the top-k after temperature scaling."
+
+def sample_next(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, generator=None
+) -> torch.Tensor:
+    """One token id per row of `logits` (B, V): greedy if temperature == 0,
+    else sampled from the top-k after temperature scaling."""
     probs = next_token_probs(logits, temperature, top_k)
-    if temperature == 0: return probs.argmax(dim=-1, keepdim=True)
+    if temperature == 0:
+        return probs.argmax(dim=-1, keepdim=True)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
+
 @torch.no_grad()
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             use_cache: bool = True, generator=None, eos_token_id: int | None = None) -> torch.Tensor:
-    "Extend idx (B, T) by up to `max_new_tokens` sampled tokens; the KV cache is used while the sequence fits in block_size."
-    was_training = model.training; model.eval()
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    use_cache: bool = True,
+    generator=None,
+    eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """Extend idx (B, T) by up to `max_new_tokens` sampled tokens;
+    the KV cache is used while the sequence fits in block_size."""
+    was_training = model.training
+    model.eval()
     cache = KVCache(model.cfg.n_layer) if use_cache else None
     bs = model.cfg.block_size
     try:
         for _ in range(max_new_tokens):
             if cache is not None and idx.size(1) <= bs:
-                fresh = idx if cache.length == 0 else idx[:, cache.length:]   # the prompt once, then only the newest token
+                # the prompt once, then only the newest token
+                fresh = idx if cache.length == 0 else idx[:, cache.length :]
                 logits, _ = model(fresh, cache=cache, last_only=True)
             else:  # no cache, or past the context: re-run the last block_size tokens (positions restart at 0)
                 logits, _ = model(idx[:, -bs:], last_only=True)
             nxt = sample_next(logits[:, -1, :], temperature, top_k, generator)
             idx = torch.cat([idx, nxt], dim=1)
-            if eos_token_id is not None and (nxt == eos_token_id).all(): break
+            if eos_token_id is not None and (nxt == eos_token_id).all():
+                break
     finally:
         model.train(was_training)
     return idx
+
 
 GPT.generate = generate  # also available as model.generate(idx, ...)
 
 # %% ../nbs/03_gpt.ipynb #a6a23e42
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
+
 def hf_config(cfg: GPTConfig, **extra):
     "The `transformers.GPT2Config` equivalent to `cfg`."
     from transformers import GPT2Config
-    return GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                      n_head=cfg.n_head, n_inner=cfg.d_ff or 4 * cfg.n_embd, activation_function="gelu_new",
-                      resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-                      layer_norm_epsilon=1e-5, tie_word_embeddings=True, **extra)
+
+    return GPT2Config(
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.block_size,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_inner=cfg.d_ff or 4 * cfg.n_embd,
+        activation_function="gelu_new",
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True,
+        **extra,
+    )
+
 
 def export_hf(model: GPT, out_dir, tokenizer=None) -> Path:
-    "Save `model` (and `tokenizer`) in Hugging Face GPT-2 format; `AutoModelForCausalLM.from_pretrained(out_dir)` loads it."
+    """Save `model` (and `tokenizer`) in Hugging Face GPT-2 format;
+    `AutoModelForCausalLM.from_pretrained(out_dir)` loads it."""
     from transformers import GPT2LMHeadModel
+
     cfg = model.cfg
-    if not cfg.bias: raise ValueError("export_hf needs bias=True: GPT-2 layers have biases")
+    if not cfg.bias:
+        raise ValueError("export_hf needs bias=True: GPT-2 layers have biases")
     special = {}
     if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
         special = dict(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    else: special = dict(bos_token_id=None, eos_token_id=None)
+    else:
+        special = dict(bos_token_id=None, eos_token_id=None)
     hf = GPT2LMHeadModel(hf_config(cfg, **special))
     sd = {k: (v.t() if k.endswith(_TRANSPOSED) else v) for k, v in model.state_dict().items()}
     missing, unexpected = hf.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
-    if missing or unexpected: raise RuntimeError(f"export mismatch: missing {missing}, unexpected {unexpected}")
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    if missing or unexpected:
+        raise RuntimeError(f"export mismatch: missing {missing}, unexpected {unexpected}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out_dir)  # config.json + model.safetensors
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"): tokenizer.save_pretrained(out_dir)
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(out_dir)
     return out_dir

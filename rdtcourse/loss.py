@@ -1,4 +1,4 @@
-"""The loss at initialisation is ln V; perplexity, bits per token and bits per character put any loss on a scale you can reason about; curves tell learning from memorising.
+"""The loss at initialisation is ln V; perplexity and bits per character put any loss on a scale you can reason about.
 
 Docs: https://rdtcourse.github.io/rdtcourse/loss.html.md"""
 
@@ -16,6 +16,7 @@ def perplexity(loss: float) -> float:
     "e^loss: the number of equally likely tokens that would be as uncertain."
     return math.exp(loss)
 
+
 def bits_per_token(loss: float) -> float:
     "A loss in nats per token as bits per token."
     return loss / math.log(2)
@@ -23,41 +24,73 @@ def bits_per_token(loss: float) -> float:
 # %% ../nbs/05_loss.ipynb #b210b33f
 BRIEF_VOCAB = 24_000
 # (upper edge as a fraction of ln V, band name); the brief's edges 2/3/5/7/10 over ln(24,000) = 10.09
-BANDS = [(0.2, "good (watch for over-fitting)"), (0.3, "meaningful text"), (0.5, "format and patterns"),
-         (0.7, "grammar patterns starting"), (0.9, "barely better than random"), (math.inf, "random (initial state)")]
+BANDS = [
+    (0.2, "good (watch for over-fitting)"),
+    (0.3, "meaningful text"),
+    (0.5, "format and patterns"),
+    (0.7, "grammar patterns starting"),
+    (0.9, "barely better than random"),
+    (math.inf, "random (initial state)"),
+]
+
 
 def band_edges(vocab_size: int) -> list[tuple[float, str]]:
     "The loss (nats/token) at which each band ends, for a vocabulary of `vocab_size` tokens."
-    if vocab_size < 2: raise ValueError(f"vocab_size={vocab_size} must be at least 2")
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size={vocab_size} must be at least 2")
     lnv = math.log(vocab_size)
     return [(f * lnv, name) for f, name in BANDS]
+
 
 def loss_band(loss: float, vocab_size: int) -> str:
     "The brief's band for `loss`, scaled to `vocab_size` (fraction of ln V left)."
     for edge, name in band_edges(vocab_size):
-        if loss < edge: return name
+        if loss < edge:
+            return name
     return BANDS[-1][1]
 
+
 def interpret_loss(loss: float, vocab_size: int, chars_per_token: float | None = None) -> dict:
-    "Everything a loss says: band, fraction of ln V, perplexity, bits per token (and per character if chars_per_token is known)."
-    if vocab_size < 2: raise ValueError(f"vocab_size={vocab_size} must be at least 2")
-    out = {"loss": loss, "band": loss_band(loss, vocab_size), "fraction_of_lnV": loss / math.log(vocab_size),
-           "perplexity": perplexity(loss), "bits_per_token": bits_per_token(loss)}
-    if chars_per_token: out["bits_per_char"] = bits_per_token(loss) / chars_per_token
+    """Everything a loss says: band, fraction of ln V, perplexity, bits per token
+    (and per character if chars_per_token is known)."""
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size={vocab_size} must be at least 2")
+    out = {
+        "loss": loss,
+        "band": loss_band(loss, vocab_size),
+        "fraction_of_lnV": loss / math.log(vocab_size),
+        "perplexity": perplexity(loss),
+        "bits_per_token": bits_per_token(loss),
+    }
+    if chars_per_token:
+        out["bits_per_char"] = bits_per_token(loss) / chars_per_token
     return out
 
 # %% ../nbs/05_loss.ipynb #431c2009
 def detect_overfitting(records: list[dict], patience: int = 2, min_delta: float = 0.0) -> dict | None:
-    "From log records with 'val/loss' and 'train/eval_loss': the first point where val rose `patience` times in a row while train fell; None if never."
-    if patience < 1: raise ValueError(f"patience={patience} must be at least 1")
-    evals = [(r["step"], r["train/eval_loss"], r["val/loss"]) for r in records if "val/loss" in r and "train/eval_loss" in r]
+    """From log records with 'val/loss' and 'train/eval_loss':
+    the first point where val rose `patience` times in a row while train fell; None if never."""
+    if patience < 1:
+        raise ValueError(f"patience={patience} must be at least 1")
+    evals = [
+        (r["step"], r["train/eval_loss"], r["val/loss"]) for r in records if "val/loss" in r and "train/eval_loss" in r
+    ]
     rises = 0
     best_step, best_val = None, math.inf
     for (s0, t0, v0), (s1, t1, v1) in zip(evals, evals[1:]):
-        if v0 < best_val: best_step, best_val = s0, v0
-        if v1 > v0 + min_delta and t1 < t0: rises += 1
-        else: rises = 0
+        if v0 < best_val:
+            best_step, best_val = s0, v0
+        if v1 > v0 + min_delta and t1 < t0:
+            rises += 1
+        else:
+            rises = 0
         if rises >= patience:
-            return {"detected_at": s1, "best_step": best_step, "best_val_loss": best_val, "val_loss_now": v1,
-                    "train_loss_now": t1, "gap": v1 - t1}
+            return {
+                "detected_at": s1,
+                "best_step": best_step,
+                "best_val_loss": best_val,
+                "val_loss_now": v1,
+                "train_loss_now": t1,
+                "gap": v1 - t1,
+            }
     return None

@@ -1,4 +1,4 @@
-"""One shared encoder applied again and again un-masks text a step at a time; a shallow decoder reads tokens out of the latent, and a gate predicts how many steps remain, so easy inputs stop early.
+"""One shared encoder un-masks text a step at a time; a decoder reads tokens out, a gate says how many steps remain.
 
 Docs: https://rdtcourse.github.io/rdtcourse/rdt.html.md"""
 
@@ -23,60 +23,77 @@ class MaskingStrategy:
     """Nested masks for `total_steps` noise levels: level k hides a fraction r_k of the tokens, r_0 = 0, r_T = 1.
 
     Handles any sequence length; it does not know about padding or special tokens (mask only text)."""
+
     KINDS = ("linear", "exponential", "random", "scheduled")
     GAMMA = 3.0  # curvature of the exponential schedule
 
     def __init__(self, name: str = "linear", total_steps: int = 10):
-        if name not in self.KINDS: raise ValueError(f"masking strategy {name!r} is unknown; choose one of {', '.join(self.KINDS)}")
-        if total_steps < 1: raise ValueError(f"total_steps={total_steps} must be at least 1")
+        if name not in self.KINDS:
+            raise ValueError(f"masking strategy {name!r} is unknown; choose one of {', '.join(self.KINDS)}")
+        if total_steps < 1:
+            raise ValueError(f"total_steps={total_steps} must be at least 1")
         self.name, self.total_steps = name, total_steps
 
     def ratios(self, batch: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         "(batch, T+1) masked fractions r_0..r_T, increasing along each row (random: a new row per sequence)."
         T = self.total_steps
-        k = torch.arange(T + 1, dtype=torch.float64) / T                     # k/T for k = 0..T
-        if self.name == "linear": r = k
-        elif self.name == "exponential": r = (torch.exp(self.GAMMA * k) - 1) / (math.exp(self.GAMMA) - 1)
-        elif self.name == "scheduled": r = 1 - torch.cos(math.pi / 2 * k)
-        else:                                                                 # random: T-1 sorted draws between 0 and 1
+        k = torch.arange(T + 1, dtype=torch.float64) / T  # k/T for k = 0..T
+        if self.name == "linear":
+            r = k
+        elif self.name == "exponential":
+            r = (torch.exp(self.GAMMA * k) - 1) / (math.exp(self.GAMMA) - 1)
+        elif self.name == "scheduled":
+            r = 1 - torch.cos(math.pi / 2 * k)
+        else:  # random: T-1 sorted draws between 0 and 1
             inner = torch.rand(batch, T - 1, generator=generator, dtype=torch.float64).sort(dim=1).values
-            return torch.cat([torch.zeros(batch, 1, dtype=torch.float64), inner, torch.ones(batch, 1, dtype=torch.float64)], 1)
+            return torch.cat(
+                [torch.zeros(batch, 1, dtype=torch.float64), inner, torch.ones(batch, 1, dtype=torch.float64)], 1
+            )
         return r.expand(batch, T + 1).clone()
 
-    def masks(self, batch: int, length: int, generator: torch.Generator | None = None,
-              ratios: torch.Tensor | None = None) -> torch.Tensor:
+    def masks(
+        self, batch: int, length: int, generator: torch.Generator | None = None, ratios: torch.Tensor | None = None
+    ) -> torch.Tensor:
         "(T+1, batch, length) bool: masks[k] marks the tokens hidden at level k; masks[k-1] is inside masks[k]."
-        if ratios is None: ratios = self.ratios(batch, generator)                             # or the caller's, to reuse them
-        cut = (ratios * length).round().long()                                               # (B, T+1): tokens hidden per level
-        return _random_ranks(batch, length, generator)[None] < cut.T[:, :, None]             # (T+1, B, length)
+        # or the caller's, to reuse them
+        if ratios is None:
+            ratios = self.ratios(batch, generator)
+        # (B, T+1): tokens hidden per level
+        cut = (ratios * length).round().long()
+        return _random_ranks(batch, length, generator)[None] < cut.T[:, :, None]  # (T+1, B, length)
+
 
 def _random_ranks(batch: int, length: int, generator=None) -> torch.Tensor:
     "(batch, length): a random permutation of 0..length-1 in each row; 'rank < n' hides n random positions."
     return torch.rand(batch, length, generator=generator).argsort(dim=1).argsort(dim=1)
 
+
 def random_mask(batch: int, length: int, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
     "(batch, length) bool with exactly round(ratio * length) random positions True in every row."
-    if not 0 <= ratio <= 1: raise ValueError(f"mask ratio {ratio} must be between 0 and 1")
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"mask ratio {ratio} must be between 0 and 1")
     return _random_ranks(batch, length, generator) < round(ratio * length)
 
 # %% ../nbs/06_rdt.ipynb #d0150814
 @dataclass
 class RDTModelConfig:
-    d_model: int = 512             # latent width (256 small, 512 medium, 768 large; 128 on a CPU)
-    n_heads: int = 8               # attention heads; d_model must divide by it
-    n_encoder_layers: int = 6      # depth of the shared encoder (applied once per denoising step)
-    n_decoder_layers: int = 1      # blocks in a "transformer" decoder (ignored by "linear"): the reference's output layers
-    decoder_type: str = "linear"   # "linear" (lightest, the guide's default) or "transformer"
-    d_ff: int = 2048               # hidden width of each block's MLP (4 x d_model)
-    dropout: float = 0.1           # dropout in the blocks and embeddings
-    gate_hidden_dim: int = 256     # hidden width of the gate MLP (512 if the gate does not converge)
-    attention_bias: str = "alibi"  # "alibi": attention favours nearby tokens from the start (section 2b); "none": BERT's plain attention
+    d_model: int = 512  # latent width (256 small, 512 medium, 768 large; 128 on a CPU)
+    n_heads: int = 8  # attention heads; d_model must divide by it
+    n_encoder_layers: int = 6  # depth of the shared encoder (applied once per denoising step)
+    n_decoder_layers: int = 1  # blocks in a "transformer" decoder (ignored by "linear"): the reference's output layers
+    decoder_type: str = "linear"  # "linear" (lightest, the guide's default) or "transformer"
+    d_ff: int = 2048  # hidden width of each block's MLP (4 x d_model)
+    dropout: float = 0.1  # dropout in the blocks and embeddings
+    gate_hidden_dim: int = 256  # hidden width of the gate MLP (512 if the gate does not converge)
+    # "alibi": attention favours nearby tokens from the start (section 2b); "none": BERT's plain attention
+    attention_bias: str = "alibi"
     # Section 5, what makes extra passes useful (the defaults are the guide's model):
-    n_input_layers: int = 0        # blocks applied once to the embedding, before the recursion (not shared)
-    conditioning: str = "none"     # "adaln": every pass is told the current noise level (AdaLN, zero-initialised); "none": the guide
+    n_input_layers: int = 0  # blocks applied once to the embedding, before the recursion (not shared)
+    # "adaln": every pass is told the current noise level (AdaLN, zero-initialised); "none": the guide
+    conditioning: str = "none"
     input_injection: bool = False  # add the embedded input to the latent before every pass: H = Enc(H + E(x))
-    self_condition: bool = False   # add an embedding of the previous pass's predictions before every pass
-    monotone_gate: bool = False    # the gate's estimate can only fall: later passes subtract a non-negative amount
+    self_condition: bool = False  # add an embedding of the previous pass's predictions before every pass
+    monotone_gate: bool = False  # the gate's estimate can only fall: later passes subtract a non-negative amount
 
     def __post_init__(self):
         if self.attention_bias not in ("alibi", "none"):
@@ -88,103 +105,161 @@ class RDTModelConfig:
         if self.conditioning == "adaln" and self.d_model % 2:
             raise ValueError(f"d_model={self.d_model} must be even for conditioning='adaln' (sine and cosine features)")
         for k in ("d_model", "n_heads", "n_encoder_layers", "d_ff", "gate_hidden_dim"):
-            if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)} must be positive")
-        if self.n_input_layers < 0: raise ValueError(f"n_input_layers={self.n_input_layers} must be 0 or more")
-        if self.d_model % self.n_heads: raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}={getattr(self, k)} must be positive")
+        if self.n_input_layers < 0:
+            raise ValueError(f"n_input_layers={self.n_input_layers} must be 0 or more")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.decoder_type == "transformer" and self.n_decoder_layers < 1:
             raise ValueError(f"n_decoder_layers={self.n_decoder_layers} must be at least 1 for a transformer decoder")
-        if not 0 <= self.dropout < 1: raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
 # %% ../nbs/06_rdt.ipynb #43be301f
 def alibi_bias(n_heads: int, length: int) -> torch.Tensor:
-    "(n_heads, length, length) additive attention bias -m_h |i - j| with slopes m_h = 2 * 4^-h: local heads first, then wider ones."
-    slopes = 2.0 * 4.0 ** -torch.arange(n_heads, dtype=torch.float)      # (nh,)
+    """(n_heads, length, length) additive attention bias -m_h |i - j| with slopes m_h = 2 * 4^-h:
+    local heads first, then wider ones."""
+    slopes = 2.0 * 4.0 ** -torch.arange(n_heads, dtype=torch.float)  # (nh,)
     pos = torch.arange(length, dtype=torch.float)
-    return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()   # (nh, T, T)
+    return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()  # (nh, T, T)
 
 # %% ../nbs/06_rdt.ipynb #62e7419a
 @dataclass
 class RDTStep:
     """One denoising step: the new latent (B, T, C), the decoder's logits (B, T, V) when asked for, the gate's remaining
     fraction (B,), and with self-conditioning the logits at the masked positions (N, V) that the next step reads."""
+
     h: torch.Tensor
     logits: torch.Tensor | None
     gate: torch.Tensor
     masked_logits: torch.Tensor | None = None
 
+
 @dataclass
 class RDTOutput:
     """What `RDT.inference` returns: restored ids (B, T), steps taken (B,), the gate after each step (B, steps run),
     and with `keep_steps` the restoration after each step (a list of (B, T))."""
+
     tokens: torch.Tensor
     steps: torch.Tensor
     gates: torch.Tensor
     history: list | None = None
 
+
 def level_embedding(level: torch.Tensor, dim: int) -> torch.Tensor:
     "Sinusoidal features (B, dim) of noise levels in [0, 1] (B,), as diffusion models embed their time step."
     half = dim // 2
     freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=level.device, dtype=torch.float) / half)
-    angles = 1000 * level.float()[:, None] * freqs[None]                # x1000: levels 0.1 apart differ in every feature
+    # x1000: levels 0.1 apart differ in every feature
+    angles = 1000 * level.float()[:, None] * freqs[None]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
+
 class RDT(nn.Module):
-    "Recursive Denoising Transformer: one shared encoder applied recursively, a shallow decoder and a remaining-steps gate."
-    def __init__(self, vocab_size: int, mask_token_id: int, max_seq_length: int = 512, d_model: int = 512, n_heads: int = 8,
-                 n_encoder_layers: int = 6, n_decoder_layers: int = 1, decoder_type: str = "linear", d_ff: int = 2048,
-                 dropout: float = 0.1, gate_hidden_dim: int = 256, attention_bias: str = "alibi", n_input_layers: int = 0,
-                 conditioning: str = "none", input_injection: bool = False, self_condition: bool = False,
-                 monotone_gate: bool = False):
+    """Recursive Denoising Transformer: one shared encoder applied recursively, a shallow decoder
+    and a remaining-steps gate."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        mask_token_id: int,
+        max_seq_length: int = 512,
+        d_model: int = 512,
+        n_heads: int = 8,
+        n_encoder_layers: int = 6,
+        n_decoder_layers: int = 1,
+        decoder_type: str = "linear",
+        d_ff: int = 2048,
+        dropout: float = 0.1,
+        gate_hidden_dim: int = 256,
+        attention_bias: str = "alibi",
+        n_input_layers: int = 0,
+        conditioning: str = "none",
+        input_injection: bool = False,
+        self_condition: bool = False,
+        monotone_gate: bool = False,
+    ):
         super().__init__()
-        self.config = RDTModelConfig(d_model, n_heads, n_encoder_layers, n_decoder_layers, decoder_type, d_ff, dropout,
-                                     gate_hidden_dim, attention_bias, n_input_layers, conditioning, input_injection,
-                                     self_condition, monotone_gate)
-        if not 0 <= mask_token_id < vocab_size: raise ValueError(f"mask_token_id={mask_token_id} is outside the vocabulary (0..{vocab_size - 1})")
+        self.config = RDTModelConfig(
+            d_model,
+            n_heads,
+            n_encoder_layers,
+            n_decoder_layers,
+            decoder_type,
+            d_ff,
+            dropout,
+            gate_hidden_dim,
+            attention_bias,
+            n_input_layers,
+            conditioning,
+            input_injection,
+            self_condition,
+            monotone_gate,
+        )
+        if not 0 <= mask_token_id < vocab_size:
+            raise ValueError(f"mask_token_id={mask_token_id} is outside the vocabulary (0..{vocab_size - 1})")
         self.vocab_size, self.mask_token_id, self.max_seq_length = vocab_size, mask_token_id, max_seq_length
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(max_seq_length, d_model)
         self.drop = nn.Dropout(dropout)
-        block = lambda: Block(d_model, n_heads, dropout, bias=True, causal=False, d_ff=d_ff)  # chapter 3's block, bidirectional
+        # chapter 3's block, bidirectional
+        block = lambda: Block(d_model, n_heads, dropout, bias=True, causal=False, d_ff=d_ff)
         self.input_layers = nn.ModuleList(block() for _ in range(n_input_layers))
         self.encoder = nn.ModuleList(block() for _ in range(n_encoder_layers))
         self.decoder = nn.ModuleList(block() for _ in range(n_decoder_layers if decoder_type == "transformer" else 0))
         self.ln_out = nn.LayerNorm(d_model)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        self.lm_head.weight = self.tok_emb.weight           # tied: reading a token out uses the same vectors as writing it in
+        # tied: reading a token out uses the same vectors as writing it in
+        self.lm_head.weight = self.tok_emb.weight
         bias = alibi_bias(n_heads, max_seq_length) if attention_bias == "alibi" else None
-        self.register_buffer("attn_bias", bias, persistent=False)   # rebuilt from the config, never saved
-        self.gate_mlp = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, gate_hidden_dim), nn.GELU(),
-                                      nn.Linear(gate_hidden_dim, 1))
-        if conditioning == "adaln":   # level -> 4 modulations (shift, scale before attention and before the MLP) per shared layer
-            self.level_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, 4 * n_encoder_layers * d_model))
-        if self_condition: self.self_cond = nn.Linear(d_model, d_model, bias=False)
+        self.register_buffer("attn_bias", bias, persistent=False)  # rebuilt from the config, never saved
+        self.gate_mlp = nn.Sequential(
+            nn.LayerNorm(d_model), nn.Linear(d_model, gate_hidden_dim), nn.GELU(), nn.Linear(gate_hidden_dim, 1)
+        )
+        # level -> 4 modulations (shift, scale before attention and before the MLP) per shared layer
+        if conditioning == "adaln":
+            self.level_mlp = nn.Sequential(
+                nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, 4 * n_encoder_layers * d_model)
+            )
+        if self_condition:
+            self.self_cond = nn.Linear(d_model, d_model, bias=False)
         self.apply(self._init)
-        for n, p in self.named_parameters():                 # GPT-2: scale residual projections by 1/sqrt(2 * depth)
-            if n.endswith("c_proj.weight"): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_encoder_layers))
+        for n, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * depth)
+            if n.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_encoder_layers))
         # zero-initialised: the new paths start switched off, so a fresh model computes exactly what the guide's would
-        if conditioning == "adaln": nn.init.zeros_(self.level_mlp[-1].weight); nn.init.zeros_(self.level_mlp[-1].bias)
-        if self_condition: nn.init.zeros_(self.self_cond.weight)
+        if conditioning == "adaln":
+            nn.init.zeros_(self.level_mlp[-1].weight)
+            nn.init.zeros_(self.level_mlp[-1].bias)
+        if self_condition:
+            nn.init.zeros_(self.self_cond.weight)
 
     @staticmethod
     def _init(m):
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None: nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding): nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
 
     @classmethod
     def from_config(cls, cfg: RDTModelConfig, vocab_size: int, mask_token_id: int, max_seq_length: int) -> "RDT":
         return cls(vocab_size, mask_token_id, max_seq_length, **vars(cfg))
 
-    def num_params(self) -> int: return sum(p.numel() for p in self.parameters())
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         "Token ids (B, T) -> the embedded input E(x) (B, T, C), through the input layers if there are any."
         T = x.size(1)
-        if T > self.max_seq_length: raise ValueError(f"sequence of {T} tokens is longer than max_seq_length={self.max_seq_length}")
+        if T > self.max_seq_length:
+            raise ValueError(f"sequence of {T} tokens is longer than max_seq_length={self.max_seq_length}")
         pos = torch.arange(T, device=x.device)
         e = self.drop(self.tok_emb(x) + self.pos_emb(pos))
-        for blk in self.input_layers: e = blk(e, attn_bias=self._bias(T))
+        for blk in self.input_layers:
+            e = blk(e, attn_bias=self._bias(T))
         return e
 
     def start(self, e: torch.Tensor) -> torch.Tensor:
@@ -195,52 +270,75 @@ class RDT(nn.Module):
         return None if self.attn_bias is None else self.attn_bias[:, :T, :T]
 
     def encode(self, h: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
-        "One pass of the shared encoder stack, H_k = Enc(H_{k+1}); with AdaLN conditioning, told the noise `level` (B,)."
+        """One pass of the shared encoder stack, H_k = Enc(H_{k+1});
+        with AdaLN conditioning, told the noise `level` (B,)."""
         mods = [None] * len(self.encoder)
         if self.config.conditioning == "adaln":
-            if level is None: raise ValueError("this model is conditioned on the noise level: pass `level`")
-            m = self.level_mlp(level_embedding(level, h.size(-1)))          # (B, 4 * layers * C)
-            mods = m.view(h.size(0), len(self.encoder), 4, 1, h.size(-1)).unbind(1)   # per layer: (B, 4, 1, C)
-        for blk, mod in zip(self.encoder, mods): h = blk(h, attn_bias=self._bias(h.size(1)), mod=None if mod is None else mod.unbind(1))
+            if level is None:
+                raise ValueError("this model is conditioned on the noise level: pass `level`")
+            m = self.level_mlp(level_embedding(level, h.size(-1)))  # (B, 4 * layers * C)
+            mods = m.view(h.size(0), len(self.encoder), 4, 1, h.size(-1)).unbind(1)  # per layer: (B, 4, 1, C)
+        for blk, mod in zip(self.encoder, mods):
+            h = blk(h, attn_bias=self._bias(h.size(1)), mod=None if mod is None else mod.unbind(1))
         return h
 
     def decode(self, h: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         "Logits (B, T, V) from a latent; with a bool `where` (B, T), only those positions: (N, V)."
-        for blk in self.decoder: h = blk(h, attn_bias=self._bias(h.size(1)))
-        if where is not None: h = h[where]                   # the vocabulary projection is the costly part: skip what is not scored
+        for blk in self.decoder:
+            h = blk(h, attn_bias=self._bias(h.size(1)))
+        # the vocabulary projection is the costly part: skip what is not scored
+        if where is not None:
+            h = h[where]
         return self.lm_head(self.ln_out(h))
 
     def gate(self, h: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted fraction of tokens still masked, in (0, 1), one per sequence: (B,). A monotone gate, given the
         previous step's estimate `prev`, removes a share of it instead: prev * (1 - sigmoid(score)) <= prev."""
-        z = self.gate_mlp(h).mean(dim=1).squeeze(-1)         # per-position scores, averaged over the sequence
-        if self.config.monotone_gate and prev is not None: return prev * torch.sigmoid(-z)   # 1 - sigmoid(z) = sigmoid(-z)
+        z = self.gate_mlp(h).mean(dim=1).squeeze(-1)  # per-position scores, averaged over the sequence
+        # 1 - sigmoid(z) = sigmoid(-z)
+        if self.config.monotone_gate and prev is not None:
+            return prev * torch.sigmoid(-z)
         return torch.sigmoid(z)
 
-    def restore(self, h: torch.Tensor, x: torch.Tensor, masked: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
-        "Ids `x` (B, T) with the `masked` positions replaced by the decoder's best non-[MASK] token read from latent `h` (or `logits`)."
-        logits = self.decode(h, masked) if logits is None else logits   # (N, V): only the hidden positions are read out
-        best = logits.topk(2, dim=-1).indices               # restoring a [MASK] as [MASK] restores nothing: then the runner-up
-        out = x.clone(); out[masked] = torch.where(best[:, 0] == self.mask_token_id, best[:, 1], best[:, 0])
+    def restore(
+        self, h: torch.Tensor, x: torch.Tensor, masked: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Ids `x` (B, T) with the `masked` positions replaced by the decoder's best non-[MASK] token
+        read from latent `h` (or `logits`)."""
+        logits = self.decode(h, masked) if logits is None else logits  # (N, V): only the hidden positions are read out
+        # restoring a [MASK] as [MASK] restores nothing: then the runner-up
+        best = logits.topk(2, dim=-1).indices
+        out = x.clone()
+        out[masked] = torch.where(best[:, 0] == self.mask_token_id, best[:, 1], best[:, 0])
         return out
 
-    def step(self, h: torch.Tensor, e: torch.Tensor, masked: torch.Tensor, prev: RDTStep | None = None,
-             level: torch.Tensor | None = None, decode: bool = False) -> RDTStep:
+    def step(
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        masked: torch.Tensor,
+        prev: RDTStep | None = None,
+        level: torch.Tensor | None = None,
+        decode: bool = False,
+    ) -> RDTStep:
         """One denoising step from latent `h` (B, T, C), given the embedded input `e`, the `masked` positions (B, T) and
         the previous step `prev` (None at the first). `level` (B,): the noise level a conditioned pass is told; by
         default the masked fraction at the first step (it is plain to see) and the previous gate's estimate after."""
         c = self.config
-        if c.input_injection: h = h + e                      # the input again: the pass cannot lose what it was given
+        if c.input_injection:
+            h = h + e  # the input again: the pass cannot lose what it was given
         if c.self_condition and prev is not None and prev.masked_logits is not None:
-            guess = torch.zeros_like(h)                       # the previous predictions as expected embeddings, no gradient through them
+            # the previous predictions as expected embeddings, no gradient through them
+            guess = torch.zeros_like(h)
             guess[masked] = prev.masked_logits.detach().softmax(-1) @ self.tok_emb.weight.detach()
             h = h + self.self_cond(guess)
         if level is None and c.conditioning != "none":
             level = masked.float().mean(1) if prev is None else prev.gate.detach()
         h = self.encode(h, level)
         sc = None
-        if c.self_condition:                                  # what the next step will read (and `inference` reuses)
-            with torch.no_grad(): sc = self.decode(h, masked)
+        if c.self_condition:  # what the next step will read (and `inference` reuses)
+            with torch.no_grad():
+                sc = self.decode(h, masked)
         return RDTStep(h, self.decode(h) if decode else None, self.gate(h, None if prev is None else prev.gate), sc)
 
     def forward(self, x: torch.Tensor, decode: bool = True) -> RDTStep:
@@ -248,8 +346,15 @@ class RDT(nn.Module):
         e = self.embed(x)
         return self.step(self.start(e), e, x == self.mask_token_id, decode=decode)
 
-    def recursive_forward(self, x: torch.Tensor, n_steps: int, prev: RDTStep | None = None, true_levels=None,
-                          share: float = 1.0, e: torch.Tensor | None = None) -> list[RDTStep]:
+    def recursive_forward(
+        self,
+        x: torch.Tensor,
+        n_steps: int,
+        prev: RDTStep | None = None,
+        true_levels=None,
+        share: float = 1.0,
+        e: torch.Tensor | None = None,
+    ) -> list[RDTStep]:
         """A training chain: `n_steps` steps from ids `x` (or continuing after step `prev`), every step kept for the
         losses (logits left to the caller). A conditioned model is told, at step j, `share` x `true_levels[j]` (B,)
         + (1 - share) x the previous gate's estimate; without `true_levels`, what `step` assumes (as at inference).
@@ -261,18 +366,27 @@ class RDT(nn.Module):
         for j in range(n_steps):
             level = None
             if true_levels is not None and self.config.conditioning != "none":
-                level = true_levels[j] if prev is None or share >= 1 else share * true_levels[j] + (1 - share) * prev.gate.detach()
+                level = (
+                    true_levels[j]
+                    if prev is None or share >= 1
+                    else share * true_levels[j] + (1 - share) * prev.gate.detach()
+                )
             prev = self.step(h, e, masked, prev, level)
-            steps.append(prev); h = prev.h
+            steps.append(prev)
+            h = prev.h
         return steps
 
     @torch.no_grad()
-    def inference(self, x: torch.Tensor, threshold: float | None = 0.05, max_steps: int = 20, keep_steps: bool = False) -> RDTOutput:
+    def inference(
+        self, x: torch.Tensor, threshold: float | None = 0.05, max_steps: int = 20, keep_steps: bool = False
+    ) -> RDTOutput:
         """Restore the `[MASK]` tokens of `x` (B, T): step until the gate predicts less than `threshold` still masked,
         or `max_steps`; `threshold=None` ignores the gate (fixed-step recursion). Unmasked tokens are kept as they are.
         `keep_steps` also returns every step's restoration (for step-by-step views and fixed-step baselines)."""
-        if max_steps < 1: raise ValueError(f"max_steps={max_steps} must be at least 1")
-        was = self.training; self.eval()
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps} must be at least 1")
+        was = self.training
+        self.eval()
         masked = x == self.mask_token_id
         e = self.embed(x)
         h, out, prev = self.start(e), x.clone(), None
@@ -280,14 +394,20 @@ class RDT(nn.Module):
         done = torch.zeros(x.size(0), dtype=torch.bool, device=x.device)
         gates, history = [], []
         for t in range(1, max_steps + 1):
-            prev = self.step(h, e, masked, prev); h = prev.h
-            active = ~done                                    # sequences that have not stopped keep updating their output
+            prev = self.step(h, e, masked, prev)
+            h = prev.h
+            # sequences that have not stopped keep updating their output
+            active = ~done
             pred = self.restore(h, x, masked, prev.masked_logits)
-            out[active] = pred[active]; steps[active] = t
+            out[active] = pred[active]
+            steps[active] = t
             gates.append(prev.gate)
-            if keep_steps: history.append(pred)
-            if threshold is not None: done |= prev.gate < threshold
-            if done.all(): break
+            if keep_steps:
+                history.append(pred)
+            if threshold is not None:
+                done |= prev.gate < threshold
+            if done.all():
+                break
         self.train(was)
         return RDTOutput(out, steps, torch.stack(gates, 1), history if keep_steps else None)
 
@@ -295,52 +415,77 @@ class RDT(nn.Module):
 @dataclass
 class ChainLoss:
     "The losses of one training chain (tensors, so `total` can be back-propagated) and where the chain ran."
+
     total: torch.Tensor
     recon: torch.Tensor
     gate: torch.Tensor
     levels: torch.Tensor  # (B,) each input's noise level s (`mlm_loss`: how many tokens each input hides)
-    start: int            # steps run before the trained window (no gradients)
-    length: int           # trained steps L
+    start: int  # steps run before the trained window (no gradients)
+    length: int  # trained steps L
+
 
 RECON_ON = ("revealed", "masked")  # what the decoder is scored on: the tokens each step reveals, or every hidden one
 
-def chain_loss(model: RDT, x: torch.Tensor, masking: MaskingStrategy, max_chain_length: int = 5,
-               loss_weight_recon: float = 1.0, loss_weight_gate: float = 1.0, level: int | None = None,
-               start: int | None = None, length: int | None = None, max_start: int | None = None,
-               recon_on: str = "revealed", max_level: int | None = None, true_level_share: float = 1.0,
-               generator: torch.Generator | None = None) -> ChainLoss:
+
+def chain_loss(
+    model: RDT,
+    x: torch.Tensor,
+    masking: MaskingStrategy,
+    max_chain_length: int = 5,
+    loss_weight_recon: float = 1.0,
+    loss_weight_gate: float = 1.0,
+    level: int | None = None,
+    start: int | None = None,
+    length: int | None = None,
+    max_start: int | None = None,
+    recon_on: str = "revealed",
+    max_level: int | None = None,
+    true_level_share: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> ChainLoss:
     """The guide's chain on clean ids `x` (B, T): random levels s <= `max_level` (default T), start i <= `max_start`
     (default T-1) and length L (or the given ones); reconstruction loss on the tokens `recon_on` = "revealed" by each
     step's level, or on every "masked" input token at every step; gate loss on the fraction still hidden. A model
     conditioned on the level is told `true_level_share` x the true level + the rest x its gate's previous estimate."""
-    if recon_on not in RECON_ON: raise ValueError(f"recon_on {recon_on!r} must be 'revealed' or 'masked'")
+    if recon_on not in RECON_ON:
+        raise ValueError(f"recon_on {recon_on!r} must be 'revealed' or 'masked'")
     T, B = masking.total_steps, x.size(0)
-    rnd = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))    # uniform integer in [lo, hi]
-    i = start if start is not None else rnd(0, T - 1 if max_start is None else min(T - 1, max_start))  # steps already taken
-    L = length if length is not None else rnd(1, min(max_chain_length, T - i))       # steps to train
-    top = T if max_level is None else max_level                                     # the highest level drawn
+    rnd = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))  # uniform integer in [lo, hi]
+    # steps already taken
+    i = start if start is not None else rnd(0, T - 1 if max_start is None else min(T - 1, max_start))
+    L = length if length is not None else rnd(1, min(max_chain_length, T - i))  # steps to train
+    top = T if max_level is None else max_level  # the highest level drawn
     if not (0 <= i < T and 1 <= L <= T - i) or (level is not None and not 1 <= level <= T) or not 1 <= top <= T:
-        raise ValueError(f"chain start={i}, length={L}, level={level}, max_level={max_level} must satisfy 0 <= start < {T}, "
-                         f"1 <= length <= {T} - start, 1 <= level <= {T}, 1 <= max_level <= {T}")
-    s = torch.full((B,), level) if level is not None else torch.randint(1, top + 1, (B,), generator=generator)  # per sequence
-    ratios = masking.ratios(B, generator)                                            # (B, T+1): r_k for each sequence
-    masks = masking.masks(B, x.size(1), generator, ratios).to(x.device)              # (T+1, B, len), nested
+        raise ValueError(
+            f"chain start={i}, length={L}, level={level}, max_level={max_level} must satisfy 0 <= start < {T}, "
+            f"1 <= length <= {T} - start, 1 <= level <= {T}, 1 <= max_level <= {T}"
+        )
+    # per sequence
+    s = torch.full((B,), level) if level is not None else torch.randint(1, top + 1, (B,), generator=generator)
+    ratios = masking.ratios(B, generator)  # (B, T+1): r_k for each sequence
+    masks = masking.masks(B, x.size(1), generator, ratios).to(x.device)  # (T+1, B, len), nested
     rows = torch.arange(B)
-    hidden = masks[s, rows]                                                          # (B, len): hidden in the input
-    xs = torch.where(hidden, model.mask_token_id, x)                                 # the inputs at their levels
-    at = lambda j: (s - j).clamp(min=0)                    # the level the latent after step j should be at (0: clean, stays clean)
+    hidden = masks[s, rows]  # (B, len): hidden in the input
+    xs = torch.where(hidden, model.mask_token_id, x)  # the inputs at their levels
+    # the level the latent after step j should be at (0: clean, stays clean)
+    at = lambda j: (s - j).clamp(min=0)
     # the true noise level each step starts from (step j starts where step j-1 left off): the conditioning's teacher
     true = [masks[at(j - 1), rows].float().mean(1) for j in range(1, i + L + 1)]
-    prev, e = None, model.embed(xs)                        # embedded once: the free steps and the trained ones share it
+    prev, e = None, model.embed(xs)  # embedded once: the free steps and the trained ones share it
     if i:
-        with torch.no_grad(): prev = model.recursive_forward(xs, i, true_levels=true[:i], share=true_level_share, e=e)[-1]  # no graph kept
+        # no graph kept
+        with torch.no_grad():
+            prev = model.recursive_forward(xs, i, true_levels=true[:i], share=true_level_share, e=e)[-1]
     chain = model.recursive_forward(xs, L, prev=prev, true_levels=true[i:], share=true_level_share, e=e)
     recon, gate = [], []
     for j, st in enumerate(chain, start=i + 1):
         k = at(j)
-        revealed = hidden & ~masks[k, rows] if recon_on == "revealed" else hidden  # hidden in the input, visible at level k
-        if revealed.any(): recon.append(F.cross_entropy(model.decode(st.h, revealed), x[revealed]))
-        gate.append(F.mse_loss(st.gate, ratios[rows, k].to(st.gate)))              # target: the fraction still hidden at level k
+        # hidden in the input, visible at level k
+        revealed = hidden & ~masks[k, rows] if recon_on == "revealed" else hidden
+        if revealed.any():
+            recon.append(F.cross_entropy(model.decode(st.h, revealed), x[revealed]))
+        # target: the fraction still hidden at level k
+        gate.append(F.mse_loss(st.gate, ratios[rows, k].to(st.gate)))
     recon = torch.stack(recon).mean() if recon else x.new_zeros((), dtype=torch.float)
     gate = torch.stack(gate).mean()
     return ChainLoss(loss_weight_recon * recon + loss_weight_gate * gate, recon, gate, s, i, L)
@@ -357,27 +502,35 @@ def mlm_loss(model: RDT, x: torch.Tensor, generator: torch.Generator | None = No
     recon = F.cross_entropy(model.decode(st.h, hidden), x[hidden])
     return ChainLoss(recon, recon, recon.new_zeros(()), hidden.sum(1), 0, 1)
 
+
 @torch.no_grad()
 def mask_predict(model: RDT, x: torch.Tensor, iterations: int = 10, keep_steps: bool = False):
     """Mask-predict (Ghazvininejad et al., 2019) with one pass of `model` per iteration: predict every `[MASK]` of `x`
     (B, T), then re-mask the n least confident of them, n = N (I - t) / I at iteration t of I, and predict those again.
     Returns the restored ids (B, T), or with `keep_steps` the list of restorations after each iteration."""
-    if iterations < 1: raise ValueError(f"iterations={iterations} must be at least 1")
-    was = model.training; model.eval()
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations} must be at least 1")
+    was = model.training
+    model.eval()
     hidden = x == model.mask_token_id
-    n_hidden = hidden.sum(1, keepdim=True)                                   # N per sequence
+    n_hidden = hidden.sum(1, keepdim=True)  # N per sequence
     cur, conf, history = x.clone(), torch.zeros(x.shape, device=x.device), []
     for t in range(iterations):
-        now = cur == model.mask_token_id                                     # the positions this iteration predicts
+        now = cur == model.mask_token_id  # the positions this iteration predicts
         logits = model.decode(model(cur, decode=False).h, now)
         logits[:, model.mask_token_id] = float("-inf")
         p, tok = logits.softmax(-1).max(-1)
-        cur[now], conf[now] = tok, p                                         # a re-predicted token gets its new confidence
-        if keep_steps: history.append(cur.clone())
-        if t == iterations - 1: break
-        n = n_hidden * (iterations - 1 - t) // iterations                    # how many to hide again for the next iteration
-        score = torch.where(hidden, conf, float("inf"))                      # only tokens that were hidden may be re-masked
-        again = score.argsort(1).argsort(1) < n                              # the n least confident
+        # a re-predicted token gets its new confidence
+        cur[now], conf[now] = tok, p
+        if keep_steps:
+            history.append(cur.clone())
+        if t == iterations - 1:
+            break
+        # how many to hide again for the next iteration
+        n = n_hidden * (iterations - 1 - t) // iterations
+        # only tokens that were hidden may be re-masked
+        score = torch.where(hidden, conf, float("inf"))
+        again = score.argsort(1).argsort(1) < n  # the n least confident
         cur[again] = model.mask_token_id
     model.train(was)
     return history if keep_steps else cur

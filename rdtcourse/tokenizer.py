@@ -1,4 +1,4 @@
-"""Text in, integers out, and back again without losing a byte: the three tokenizers the course uses, and the encoding of a whole corpus into `train.bin` / `val.bin`.
+"""Text in, integers out, and back without losing a byte: the course's three tokenizers, and a corpus encoded.
 
 Docs: https://rdtcourse.github.io/rdtcourse/tokenizer.html.md"""
 
@@ -8,7 +8,7 @@ Docs: https://rdtcourse.github.io/rdtcourse/tokenizer.html.md"""
 __all__ = ['EOT', 'BERT_SPECIALS', 'CharTokenizer', 'train_bpe', 'load_tokenizer', 'train_wordpiece', 'encode_corpus']
 
 # %% ../nbs/02_tokenizer.ipynb #b4f1ef5a
-import json, os
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -18,13 +18,14 @@ from .data import TokenWriter, data_dir
 # %% ../nbs/02_tokenizer.ipynb #accd29dc
 class CharTokenizer:
     "Character-level ('manual') tokenizer: one id per distinct character of the text it was built from."
+
     def __init__(self, chars: Iterable[str], special_tokens: Iterable[str] = (), unk_token: str | None = None):
         chars = list(chars)
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise ValueError("chars must be distinct single characters")
         specials = list(special_tokens) + ([unk_token] if unk_token and unk_token not in special_tokens else [])
         self.chars, self.special_tokens, self.unk_token = chars, specials, unk_token
-        self.itos = chars + specials                       # id -> string
+        self.itos = chars + specials  # id -> string
         self.stoi = {s: i for i, s in enumerate(self.itos)}  # string -> id
         self.unk_token_id = self.stoi[unk_token] if unk_token else None
 
@@ -33,19 +34,28 @@ class CharTokenizer:
         "Build the vocabulary from the distinct characters of `text`, in sorted order."
         return cls(sorted(set(text)), special_tokens, unk_token)
 
-    def __len__(self) -> int: return len(self.itos)
+    def __len__(self) -> int:
+        return len(self.itos)
+
     @property
-    def vocab_size(self) -> int: return len(self.itos)
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
     @property
-    def eos_token_id(self): return self.stoi.get("<|endoftext|>")
+    def eos_token_id(self):
+        return self.stoi.get("<|endoftext|>")
 
     def encode(self, text: str) -> list[int]:
         "Ids of the characters of `text`."
-        try: return [self.stoi[c] for c in text]
+        try:
+            return [self.stoi[c] for c in text]
         except KeyError:
             if self.unk_token_id is None:
                 bad = next(c for c in text if c not in self.stoi)
-                raise ValueError(f"character {bad!r} (U+{ord(bad):04X}) is not in the vocabulary; build the tokenizer from text containing it or give unk_token") from None
+                raise ValueError(
+                    f"character {bad!r} (U+{ord(bad):04X}) is not in the vocabulary; "
+                    "build the tokenizer from text containing it or give unk_token"
+                ) from None
             return [self.stoi.get(c, self.unk_token_id) for c in text]
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
@@ -56,125 +66,213 @@ class CharTokenizer:
 
     def __call__(self, texts, add_special_tokens: bool = False) -> dict:
         "Batch encoding with the `transformers` convention: `{'input_ids': [[...], ...]}`."
-        if isinstance(texts, str): return {"input_ids": self.encode(texts)}
+        if isinstance(texts, str):
+            return {"input_ids": self.encode(texts)}
         return {"input_ids": [self.encode(t) for t in texts]}
 
     def save(self, path) -> Path:
         "Save as JSON (`type: char`), which `load_tokenizer` recognises."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"type": "char", "chars": self.chars, "special_tokens": self.special_tokens,
-                                            "unk_token": self.unk_token}, ensure_ascii=False))  # never a half-written tokenizer
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            path,
+            json.dumps(
+                {
+                    "type": "char",
+                    "chars": self.chars,
+                    "special_tokens": self.special_tokens,
+                    # never a half-written tokenizer
+                    "unk_token": self.unk_token,
+                },
+                ensure_ascii=False,
+            ),
+        )
         return path
 
     @classmethod
     def load(cls, path) -> "CharTokenizer":
         d = json.loads(Path(path).read_text())
-        if d.get("type") != "char": raise ValueError(f"{path} is not a character tokenizer file")
+        if d.get("type") != "char":
+            raise ValueError(f"{path} is not a character tokenizer file")
         specials = [s for s in d["special_tokens"] if s != d.get("unk_token")]
         return cls(d["chars"], specials, d.get("unk_token"))
 
-    def __repr__(self): return f"CharTokenizer(vocab_size={len(self)}, special_tokens={self.special_tokens})"
+    def __repr__(self):
+        return f"CharTokenizer(vocab_size={len(self)}, special_tokens={self.special_tokens})"
 
 # %% ../nbs/02_tokenizer.ipynb #3e7eec88
 EOT = "<|endoftext|>"  # GPT-2's end-of-text token: separates documents in the token stream
+
 
 def _as_iterator(texts, chunk_lines: int = 1000):
     "Yield training text in pieces: a string is split into chunks of lines; an iterable of strings is passed through."
     if isinstance(texts, str):
         lines = texts.splitlines(keepends=True)
-        for i in range(0, len(lines), chunk_lines): yield "".join(lines[i:i + chunk_lines])
-    else: yield from texts
+        for i in range(0, len(lines), chunk_lines):
+            yield "".join(lines[i : i + chunk_lines])
+    else:
+        yield from texts
+
 
 def _fast(tok_obj, **special):
     "Wrap a `tokenizers.Tokenizer` as a `transformers` fast tokenizer with the given special tokens."
     from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(tokenizer_object=tok_obj, **special)
 
-def train_bpe(texts, vocab_size: int = 24_000, special_tokens=(EOT,), min_frequency: int = 2, show_progress: bool = False,
-              split_digits: bool = False):
-    """Train a byte-level BPE tokenizer (GPT-2 style) on `texts` (a string or an iterable of strings); a `transformers` fast tokenizer.
+
+def train_bpe(
+    texts,
+    vocab_size: int = 24_000,
+    special_tokens=(EOT,),
+    min_frequency: int = 2,
+    show_progress: bool = False,
+    split_digits: bool = False,
+):
+    """Train a byte-level BPE tokenizer (GPT-2 style) on `texts` (a string or an iterable of strings);
+    a `transformers` fast tokenizer.
     `split_digits`: every digit is its own token (as in LLaMA), so "1234" never becomes one arbitrary merged piece."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     if vocab_size < 256 + len(special_tokens):
-        raise ValueError(f"vocab_size={vocab_size} must be at least {256 + len(special_tokens)}: the 256 bytes plus the special tokens")
+        raise ValueError(
+            f"vocab_size={vocab_size} must be at least {256 + len(special_tokens)}: "
+            "the 256 bytes plus the special tokens"
+        )
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # bytes -> printable symbols, GPT-2 word splitting
-    if split_digits:   # cut between digits first, so no merge can join two of them
+    # bytes -> printable symbols, GPT-2 word splitting
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:  # cut between digits first, so no merge can join two of them
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
-    tok.decoder = decoders.ByteLevel()                                     # and back to bytes -> text
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(special_tokens),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+    tok.decoder = decoders.ByteLevel()  # and back to bytes -> text
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
     tok.train_from_iterator(_as_iterator(texts), trainer)
     special = {"eos_token": EOT, "bos_token": EOT} if EOT in special_tokens else {}
     return _fast(tok, **special)
 
 # %% ../nbs/02_tokenizer.ipynb #ad7265d6
-_SPECIAL_ROLES = {EOT: ("eos_token", "bos_token"), "<s>": ("bos_token",), "</s>": ("eos_token",),
-                  "<pad>": ("pad_token",), "[PAD]": ("pad_token",), "<unk>": ("unk_token",), "[UNK]": ("unk_token",),
-                  "[CLS]": ("cls_token",), "[SEP]": ("sep_token",), "[MASK]": ("mask_token",), "<mask>": ("mask_token",)}
+_SPECIAL_ROLES = {
+    EOT: ("eos_token", "bos_token"),
+    "<s>": ("bos_token",),
+    "</s>": ("eos_token",),
+    "<pad>": ("pad_token",),
+    "[PAD]": ("pad_token",),
+    "<unk>": ("unk_token",),
+    "[UNK]": ("unk_token",),
+    "[CLS]": ("cls_token",),
+    "[SEP]": ("sep_token",),
+    "[MASK]": ("mask_token",),
+    "<mask>": ("mask_token",),
+}
+
 
 def load_tokenizer(name_or_path):
-    """A tokenizer from a folder (save_pretrained), a tokenizer.json, a character tokenizer JSON, or a hub name (online).
-    A relative `.json` path that is not here is looked up in the embedded data folder (`wikitext2-sample/wordpiece-8000.json`)."""
+    """A tokenizer from a folder (save_pretrained), a tokenizer.json, a character tokenizer JSON,
+    or a hub name (online).
+    A relative `.json` path that is not here is looked up in the embedded data folder
+    (`wikitext2-sample/wordpiece-8000.json`)."""
     p = Path(str(name_or_path)).expanduser()
-    if p.suffix == ".json" and not p.is_absolute() and not p.exists():   # a tokenizer shipped beside its corpus
-        try: shipped = data_dir() / p
-        except FileNotFoundError: shipped = None                        # no embedded data: the error below names the path
-        if shipped is not None and shipped.is_file(): p = shipped
+    if p.suffix == ".json" and not p.is_absolute() and not p.exists():  # a tokenizer shipped beside its corpus
+        try:
+            shipped = data_dir() / p
+        # no embedded data: the error below names the path
+        except FileNotFoundError:
+            shipped = None
+        if shipped is not None and shipped.is_file():
+            p = shipped
     what = f"tokenizer {str(p)!r} is not a tokenizer.json, a character-tokenizer JSON or a tokenizer folder"
     if p.is_file():
         try:
             d = json.loads(p.read_text(encoding="utf-8"))
-            if isinstance(d, dict) and d.get("type") == "char": return CharTokenizer.load(p)
+            if isinstance(d, dict) and d.get("type") == "char":
+                return CharTokenizer.load(p)
             from tokenizers import Tokenizer
+
             tok = Tokenizer.from_file(str(p))
             special = {}
             for t in d.get("added_tokens", []):  # give the file's special tokens their roles
                 if t.get("special"):
-                    for role in _SPECIAL_ROLES.get(t["content"], ()): special[role] = t["content"]
+                    for role in _SPECIAL_ROLES.get(t["content"], ()):
+                        special[role] = t["content"]
             return _fast(tok, **special)
         except Exception as e:
             raise ValueError(f"{what} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]})") from None
     from transformers import AutoTokenizer
+
     if p.is_dir():
-        try: return AutoTokenizer.from_pretrained(str(p))
-        except Exception as e: raise ValueError(f"{what} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]})") from None
-    if p.suffix == ".json": raise FileNotFoundError(f"tokenizer file {str(p)!r} does not exist")
-    try: return AutoTokenizer.from_pretrained(str(name_or_path))  # e.g. "gpt2", "skt/kogpt2-base-v2", "bert-base-uncased"
-    except OSError as e:
-        raise ValueError(f"cannot load tokenizer {str(name_or_path)!r}: not a local file or folder, and the hub did not "
-                         f"provide it (offline, or a wrong name?)") from None
+        try:
+            return AutoTokenizer.from_pretrained(str(p))
+        except Exception as e:
+            raise ValueError(f"{what} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]})") from None
+    if p.suffix == ".json":
+        raise FileNotFoundError(f"tokenizer file {str(p)!r} does not exist")
+    # e.g. "gpt2", "skt/kogpt2-base-v2", "bert-base-uncased"
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except OSError:
+        raise ValueError(
+            f"cannot load tokenizer {str(name_or_path)!r}: not a local file or folder, and the hub did not "
+            f"provide it (offline, or a wrong name?)"
+        ) from None
 
 # %% ../nbs/02_tokenizer.ipynb #06ee9659
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
-def train_wordpiece(texts, vocab_size: int = 30_522, lowercase: bool = True, min_frequency: int = 2, show_progress: bool = False):
-    """Train a BERT-style WordPiece tokenizer ([PAD] [UNK] [CLS] [SEP] [MASK], `##` continuations); a `transformers` fast tokenizer.
-    Not reproducible across processes: the `tokenizers` trainer numbers the `##` pieces in hash-map order, which also breaks
-    merge ties (huggingface/tokenizers#1794). Save the result and reuse it (`prepare_rdt_data` caches it with the data)."""
+
+def train_wordpiece(
+    texts, vocab_size: int = 30_522, lowercase: bool = True, min_frequency: int = 2, show_progress: bool = False
+):
+    """Train a BERT-style WordPiece tokenizer ([PAD] [UNK] [CLS] [SEP] [MASK], `##` continuations);
+    a `transformers` fast tokenizer.
+    Not reproducible across processes: the `tokenizers` trainer numbers the `##` pieces in hash-map order,
+    which also breaks merge ties (huggingface/tokenizers#1794).
+    Save the result and reuse it (`prepare_rdt_data` caches it with the data)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(BERT_SPECIALS), show_progress=show_progress)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(BERT_SPECIALS),
+        show_progress=show_progress,
+    )
     tok.train_from_iterator(_as_iterator(texts), trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     return _fast(tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 # %% ../nbs/02_tokenizer.ipynb #661fdd28
-def encode_corpus(tokenizer, texts, path, batch_size: int = 64, eos: bool = False, chunk_lines: int = 256,
-                  meta: dict | None = None, desc: str | None = None) -> dict:
+def encode_corpus(
+    tokenizer,
+    texts,
+    path,
+    batch_size: int = 64,
+    eos: bool = False,
+    chunk_lines: int = 256,
+    meta: dict | None = None,
+    desc: str | None = None,
+) -> dict:
     "Encode `texts` (a string, or a list of documents) into the token file `path`; returns {'tokens', 'chars'}."
     docs = list(_as_iterator(texts, chunk_lines))
     eos_id = getattr(tokenizer, "eos_token_id", None)
-    if eos and eos_id is None: raise ValueError("eos=True but the tokenizer has no eos token")
+    if eos and eos_id is None:
+        raise ValueError("eos=True but the tokenizer has no eos token")
     n_chars = sum(map(len, docs))
     with TokenWriter(path, len(tokenizer), meta, n_chars=n_chars) as w:
-        for i in progress(range(0, len(docs), batch_size), desc=desc or f"encode {Path(path).name}", unit="batch", leave=False):
-            for ids in tokenizer(docs[i:i + batch_size], add_special_tokens=False)["input_ids"]:
+        for i in progress(
+            range(0, len(docs), batch_size), desc=desc or f"encode {Path(path).name}", unit="batch", leave=False
+        ):
+            for ids in tokenizer(docs[i : i + batch_size], add_special_tokens=False)["input_ids"]:
                 w.write(ids + [eos_id] if eos else ids)
     return {"tokens": w.n, "chars": n_chars}

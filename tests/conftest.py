@@ -1,4 +1,6 @@
 import os
+import socket
+import sys
 from pathlib import Path
 import pytest
 
@@ -10,7 +12,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Two xdist workers share the machine's cores. Left alone, every worker's torch (and every notebook kernel it starts)
 # takes all the cores, and the processes spin against each other: 05_loss's CI tier, 48 s alone, took 1,069 s in the
-# suite, and the suite 27 minutes. Each worker, and everything it starts, gets its share of the cores instead (7 minutes).
+# suite, and the suite 27 minutes. Each worker, and everything it starts, gets its share of the cores instead
+# (7 minutes).
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
@@ -27,15 +30,16 @@ def root() -> Path:
 # Tests marked `torchrun` start several processes that meet over TCP on 127.0.0.1. They skip where that cannot work
 # (no torchrun, not POSIX, no loopback networking); `pytest -m "not torchrun"` leaves them out on purpose (the marker
 # is declared in pyproject.toml). CI runs them.
-import socket, sys
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
 
 def torchrun_can_start() -> bool:
-    if os.name != "posix" or not Path(TORCHRUN).exists(): return False
+    if os.name != "posix" or not Path(TORCHRUN).exists():
+        return False
     try:
-        with socket.socket() as s: s.bind(("127.0.0.1", 0))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
         return True
     except OSError:
         return False
@@ -43,11 +47,16 @@ def torchrun_can_start() -> bool:
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config, items):
-    if torchrun_can_start(): return
-    skip = pytest.mark.skip(reason="torchrun cannot start processes here (no torchrun, not POSIX, or no loopback network)")
+    if torchrun_can_start():
+        return
+    skip = pytest.mark.skip(
+        reason="torchrun cannot start processes here (no torchrun, not POSIX, or no loopback network)"
+    )
     for item in items:
-        if "torchrun" in item.keywords: item.add_marker(skip)
+        if "torchrun" in item.keywords:
+            item.add_marker(skip)

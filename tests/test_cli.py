@@ -1,5 +1,8 @@
 """The `rdtcourse` command: help, one-line errors with a non-zero exit, the course runner end to end."""
-import re, subprocess, sys
+
+import re
+import subprocess
+import sys
 from pathlib import Path
 import nbformat
 from conftest import ROOT
@@ -22,7 +25,7 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path):
     r = run("course", "--set", "tiers=ci")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "tiers" in r.stderr and "Traceback" not in r.stderr
-    r = run("course", "--set", "nosuchkey=1")    # the key named once, with the keys that do exist
+    r = run("course", "--set", "nosuchkey=1")  # the key named once, with the keys that do exist
     assert r.stderr.count("nosuchkey") == 1 and "CourseConfig keys: tier, only, timeout, runs_dir" in r.stderr
     (tmp_path / "c.yaml").write_text("timeout: soon\n")
     r = run("course", "--config", str(tmp_path / "c.yaml"))
@@ -34,20 +37,23 @@ def test_data_list():
     r = run("data", "list")
     assert r.returncode == 0 and "nsmc-sample" in r.stdout and "CC0" in r.stdout
     from rdtcourse.data import CORPORA
-    for c in CORPORA.values(): assert f"license: {c.license}\n" in r.stdout    # licenses whole, never cut
+
+    for c in CORPORA.values():
+        assert f"license: {c.license}\n" in r.stdout  # licenses whole, never cut
 
 
 def test_help_gives_every_option_a_default():
     r = run("gpt", "sample", "--help")
     options = r.stdout.split("options:")[1]
     for opt, default in [("--max-new-tokens", "200"), ("--temperature", "0.9"), ("--top-k", "50")]:
-        para = re.search(rf"\n  {opt} \S+(.*?)(?=\n  -|$)", options, re.S).group(1)   # the option's help paragraph
+        para = re.search(rf"\n  {opt} \S+(.*?)(?=\n  -|$)", options, re.S).group(1)  # the option's help paragraph
         assert f"(default: {default})" in " ".join(para.split()), (opt, para)
     assert "--seed SEED" in r.stdout and "--device DEVICE" in r.stdout and "best available" in r.stdout
 
 
 def test_both_option_spellings_are_accepted():
-    for spelling in ("--max-new-tokens", "--max_new_tokens"):   # either reaches the command (then the checkpoint is missing)
+    # either reaches the command (then the checkpoint is missing)
+    for spelling in ("--max-new-tokens", "--max_new_tokens"):
         r = run("gpt", "sample", "--checkpoint", "missing.pt", spelling, "3")
         assert r.returncode == 2 and "missing.pt" in r.stderr and "unrecognized" not in r.stderr
     for spelling in ("--max_steps", "--max-steps"):
@@ -60,17 +66,22 @@ def test_aliases_speak_their_own_name():
     for alias in ("rdt-infer", "rdt-train"):
         r = subprocess.run([str(bin_dir / alias), "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and r.stdout.startswith(f"usage: {alias} ")
-    r = subprocess.run([str(bin_dir / "rdt-infer"), "--checkpoint", "missing.pt", "--text", "a"], capture_output=True, text=True)
+    r = subprocess.run(
+        [str(bin_dir / "rdt-infer"), "--checkpoint", "missing.pt", "--text", "a"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and r.stderr.startswith("rdt-infer: error:")
 
 
 def _project(tmp_path):
     (tmp_path / "nbs").mkdir()
     (tmp_path / "pyproject.toml").write_text("[tool.nbdev]\n")
-    for name, body in [("01_ok", "from rdtcourse.core import save_metrics\nsave_metrics(out_dir, {'score': n * 2})"),
-                       ("02_broken", "raise RuntimeError('boom')")]:
+    for name, body in [
+        ("01_ok", "from rdtcourse.core import save_metrics\nsave_metrics(out_dir, {'score': n * 2})"),
+        ("02_broken", "raise RuntimeError('boom')"),
+    ]:
         nb = nbformat.v4.new_notebook()
-        p = nbformat.v4.new_code_cell("out_dir = 'x'\nn = 1"); p.metadata["tags"] = ["parameters"]
+        p = nbformat.v4.new_code_cell("out_dir = 'x'\nn = 1")
+        p.metadata["tags"] = ["parameters"]
         nb.cells = [p, nbformat.v4.new_code_cell(body)]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / "nbs" / f"{name}.ipynb")
@@ -82,14 +93,14 @@ def _project(tmp_path):
 def test_course_runs_reports_failures_and_gathers_metrics(tmp_path):
     proj = _project(tmp_path)
     r = run("course", "--tier", "ci", cwd=proj)
-    assert r.returncode == 1, r.stdout + r.stderr                 # one notebook failed
-    assert "| 01_ok | score | 42 |" in r.stdout                    # ci params were applied, metrics gathered
+    assert r.returncode == 1, r.stdout + r.stderr  # one notebook failed
+    assert "| 01_ok | score | 42 |" in r.stdout  # ci params were applied, metrics gathered
     assert "FAILED" in r.stdout and "RuntimeError: boom" in r.stdout and "cell 2" in r.stdout
     assert (proj / "_runs" / "ci" / "results.md").exists()
     assert (proj / "_runs" / "ci" / "01_ok.ipynb").exists()
     r = run("course", "--only", "01_ok", cwd=proj)
     assert r.returncode == 0 and "1/1 notebooks ran" in r.stdout
-    r = run("course", "--only", "01", cwd=proj)                     # a number-like pattern stays a string
+    r = run("course", "--only", "01", cwd=proj)  # a number-like pattern stays a string
     assert r.returncode == 0 and "1/1 notebooks ran" in r.stdout
     r = run("course", "--only", "nothing-matches", cwd=proj)
     assert r.returncode == 2 and "nothing-matches" in r.stderr

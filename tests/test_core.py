@@ -1,12 +1,28 @@
 """Core plumbing: configs, checkpoints, RNG, device, metrics."""
-import json, os
+
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from rdtcourse.core import (ConfigError, CheckpointError, Checkpointer, get_device, load_checkpoint, load_config,
-                            rng_state, save_checkpoint, save_config, save_metrics, seed_everything, set_rng_state, RunLogger, read_log)
+from rdtcourse.core import (
+    ConfigError,
+    CheckpointError,
+    Checkpointer,
+    get_device,
+    load_checkpoint,
+    load_config,
+    rng_state,
+    save_checkpoint,
+    save_config,
+    save_metrics,
+    seed_everything,
+    set_rng_state,
+    RunLogger,
+    read_log,
+)
 
 
 @dataclass
@@ -22,8 +38,14 @@ def test_config_layers_apply_in_order(tmp_path):
     (tmp_path / "p" / "small.yaml").write_text("steps: 5\nname: preset\n")
     (tmp_path / "a.yaml").write_text("steps: 7\nlr: 1\n")
     (tmp_path / "b.yaml").write_text("name: override\n")
-    cfg = load_config(Cfg, preset="small", config=tmp_path / "a.yaml", override=tmp_path / "b.yaml",
-                      sets=["flag=true"], presets_dir=tmp_path / "p")
+    cfg = load_config(
+        Cfg,
+        preset="small",
+        config=tmp_path / "a.yaml",
+        override=tmp_path / "b.yaml",
+        sets=["flag=true"],
+        presets_dir=tmp_path / "p",
+    )
     assert cfg == Cfg(lr=1.0, steps=7, name="override", flag=True)
     assert isinstance(cfg.lr, float)
 
@@ -85,14 +107,19 @@ def _setup():
 def _train(m, opt, sched, n):
     for _ in range(n):
         loss = m(torch.randn(8, 4)).pow(2).mean()
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    m, opt, sched = _setup(); _train(m, opt, sched, 8)
+    m, opt, sched = _setup()
+    _train(m, opt, sched, 8)
     ref = [p.detach().clone() for p in m.parameters()]
 
-    m, opt, sched = _setup(); _train(m, opt, sched, 5)
+    m, opt, sched = _setup()
+    _train(m, opt, sched, 5)
     ck = Checkpointer(tmp_path, keep_last=2)
     ck.save(m, opt, sched, step=5, config=Cfg(), metrics={"val_loss": 1.0})
     m2, opt2, sched2 = _setup()
@@ -107,13 +134,18 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 def test_keep_last_and_best(tmp_path):
     m = nn.Linear(2, 2)
-    ck = Checkpointer(tmp_path, keep_last=2, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt")
+    ck = Checkpointer(
+        tmp_path, keep_last=2, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt"
+    )
     for step, loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5)]:
         ck.save(m, step=step, epoch=step // 20, metrics={"val_loss": loss})
     assert [p.name for p in ck.checkpoints()] == ["checkpoint_epoch_1_step_30.pt", "checkpoint_epoch_2_step_40.pt"]
     assert load_checkpoint(ck.best_path)["step"] == 20
     # a new Checkpointer on the same folder remembers the best value
-    assert Checkpointer(tmp_path, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt").best_value == 1.0
+    assert (
+        Checkpointer(tmp_path, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt").best_value
+        == 1.0
+    )
     assert Checkpointer(tmp_path / "empty").resume(m) is None
 
 
@@ -125,6 +157,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     def dying_save(obj, f, *a, **k):
         Path(f).write_bytes(b"\x80partial")
         raise OSError("disk full")
+
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(OSError):
         ck.save(m, step=2)
@@ -149,12 +182,18 @@ def test_weights_only_refuses_pickled_objects(tmp_path):
 @pytest.mark.parametrize("kind", ["missing", "junk", "text", "empty", "folder", "tensor", "list"])
 def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path, kind):
     p = tmp_path / "ck.pt"
-    if kind == "junk": p.write_bytes(b"not a checkpoint")
-    elif kind == "text": p.write_text("hello, I am a text file\n")
-    elif kind == "empty": p.write_bytes(b"")
-    elif kind == "folder": p.mkdir()
-    elif kind == "tensor": torch.save(torch.zeros(3), p)
-    elif kind == "list": torch.save([1, 2], p)
+    if kind == "junk":
+        p.write_bytes(b"not a checkpoint")
+    elif kind == "text":
+        p.write_text("hello, I am a text file\n")
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "folder":
+        p.mkdir()
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), p)
+    elif kind == "list":
+        torch.save([1, 2], p)
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(p)
     assert str(p) in str(e.value) and "\n" not in str(e.value)
@@ -192,9 +231,11 @@ def test_device_names():
 
 def test_resume_log_has_no_duplicate_steps(tmp_path):
     with RunLogger(tmp_path, bar=False, tensorboard=False) as lg:
-        for s in range(1, 8): lg.log(s, **{"train/loss": 1.0})
+        for s in range(1, 8):
+            lg.log(s, **{"train/loss": 1.0})
     with RunLogger(tmp_path, initial=5, bar=False, tensorboard=False) as lg:  # resumed from a step-5 checkpoint
-        for s in range(6, 9): lg.log(s, **{"train/loss": 0.5})
+        for s in range(6, 9):
+            lg.log(s, **{"train/loss": 0.5})
     assert [r["step"] for r in read_log(tmp_path)] == list(range(1, 9))
 
 
@@ -217,53 +258,62 @@ def test_run_logger_writes_jsonl_and_tensorboard(tmp_path):
 
 def test_headless_progress_prints_one_final_line(monkeypatch, capsys):
     from rdtcourse.core import progress, FinalLineBar
+
     monkeypatch.setenv("RDTCOURSE_BAR", "text")
     bar = progress(total=500, desc="steps")
     assert isinstance(bar, FinalLineBar)
-    for _ in range(500): bar.update(1); bar.set_postfix(loss=1.5)
-    assert capsys.readouterr().out == ""                       # nothing while the loop runs
+    for _ in range(500):
+        bar.update(1)
+        bar.set_postfix(loss=1.5)
+    assert capsys.readouterr().out == ""  # nothing while the loop runs
     bar.close()
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("steps: 100%") and "500/500" in out and "loss=1.5" in out
-    for _ in progress(range(10), leave=False): pass             # a bar that should vanish leaves nothing
-    for _ in progress(range(10), disable=True): pass
+    for _ in progress(range(10), leave=False):
+        pass  # a bar that should vanish leaves nothing
+    for _ in progress(range(10), disable=True):
+        pass
     assert capsys.readouterr().out == ""
     monkeypatch.delenv("RDTCOURSE_BAR")
-    assert not isinstance(progress(range(3)), FinalLineBar)    # live bars in terminals and JupyterLab
+    assert not isinstance(progress(range(3)), FinalLineBar)  # live bars in terminals and JupyterLab
 
 
 def test_show_widget_headless_shows_a_snapshot(monkeypatch):
     import ipywidgets as W
     import IPython.display
     from rdtcourse.core import show_widget
+
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
     monkeypatch.setenv("RDTCOURSE_BAR", "text")
     show_widget(W.IntSlider(), snapshot="<p>state 0</p>")
     assert "<p>state 0</p>" in shown[-1].data and "JupyterLab" in shown[-1].data
     monkeypatch.delenv("RDTCOURSE_BAR")
-    w = W.IntSlider(); show_widget(w)
+    w = W.IntSlider()
+    show_widget(w)
     assert shown[-1] is w
 
 
 def test_interval_helpers_agree_with_bootstrap_ci():
     import numpy as np
     from rdtcourse.core import bootstrap_ci, ci_half, fmt_ci, paired_verdict
+
     v = np.random.default_rng(0).random(500)
     m, lo, hi = bootstrap_ci(v)
     assert lo < m < hi and abs(ci_half(v) - (hi - lo) / 2) < 1e-12
     assert fmt_ci(v) == f"{m:.3f} ±{(hi - lo) / 2:.3f}"
-    assert ci_half(np.full(50, 0.3)) == 0                                  # no spread, no interval
+    assert ci_half(np.full(50, 0.3)) == 0  # no spread, no interval
     assert paired_verdict(v + 0.1, v)["verdict"] == "beats" and paired_verdict(v, v + 0.1)["verdict"] == "loses to"
 
 
 def test_average_grads_keeps_unused_parameters_without_gradients(tmp_path, monkeypatch):
     import torch.distributed as tdist
     from rdtcourse.core import Distributed
-    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)   # no network
+
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)  # no network
     try:
         d = Distributed("cpu")
-        d.world_size = 2                     # as if a second rank sent zeros for every gradient
+        d.world_size = 2  # as if a second rank sent zeros for every gradient
         used, unused = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
         model = torch.nn.ModuleDict({"used": used, "unused": unused})
         used(torch.ones(1, 3)).sum().backward()
@@ -276,9 +326,12 @@ def test_average_grads_keeps_unused_parameters_without_gradients(tmp_path, monke
 
 def test_distributed_puts_the_thread_count_back():
     from rdtcourse.core import Distributed
+
     n = torch.get_num_threads()
-    with Distributed("cpu", threads=n + 1): assert torch.get_num_threads() == n + 1
+    with Distributed("cpu", threads=n + 1):
+        assert torch.get_num_threads() == n + 1
     assert torch.get_num_threads() == n
     with pytest.raises(RuntimeError):
-        with Distributed("cpu", threads=n + 1): raise RuntimeError("a failed run")
-    assert torch.get_num_threads() == n                               # put back on an error too
+        with Distributed("cpu", threads=n + 1):
+            raise RuntimeError("a failed run")
+    assert torch.get_num_threads() == n  # put back on an error too

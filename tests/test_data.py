@@ -1,11 +1,26 @@
 """Data: registry, online loaders on local files, token files and batches."""
-import io, json, zipfile
+
+import zipfile
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from rdtcourse.data import (CORPORA, TokenWriter, get_batch, get_corpus, load_kr3, load_movielens_1m, load_records,
-                            load_table, load_text, load_tokens, load_wikitext, read_meta, token_dtype, write_tokens)
+from rdtcourse.data import (
+    CORPORA,
+    TokenWriter,
+    get_batch,
+    get_corpus,
+    load_kr3,
+    load_movielens_1m,
+    load_records,
+    load_table,
+    load_text,
+    load_tokens,
+    load_wikitext,
+    read_meta,
+    token_dtype,
+    write_tokens,
+)
 
 
 def test_registry_names_and_licenses():
@@ -33,7 +48,9 @@ def test_text_splits():
         load_text("movielens-small")
 
 
-@pytest.mark.parametrize("vocab, dtype", [(65, np.uint16), (65_536, np.uint16), (65_537, np.uint32), (250_000, np.uint32)])
+@pytest.mark.parametrize(
+    "vocab, dtype", [(65, np.uint16), (65_536, np.uint16), (65_537, np.uint32), (250_000, np.uint32)]
+)
 def test_bin_round_trip_and_dtype(tmp_path, vocab, dtype):
     assert token_dtype(vocab) == dtype
     ids = np.random.default_rng(0).integers(0, vocab, 1000)
@@ -87,10 +104,15 @@ def test_kr3_loader_on_local_csv(tmp_path):
 
 
 def test_movielens_1m_from_a_local_archive(tmp_path):
-    z = tmp_path / "src" / "ml-1m.zip"; z.parent.mkdir()
+    z = tmp_path / "src" / "ml-1m.zip"
+    z.parent.mkdir()
     with zipfile.ZipFile(z, "w") as f:
         f.writestr("ml-1m/ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
-        f.writestr("ml-1m/movies.dat", "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James and the Giant Peach (1996)::Animation|Children's|Musical\n")
+        f.writestr(
+            "ml-1m/movies.dat",
+            "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+            "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n",
+        )
         f.writestr("ml-1m/users.dat", "1::F::1::10::48067\n")
     out = load_movielens_1m(cache_dir=tmp_path / "cache", url=z.as_uri())
     assert out["ratings"]["rating"].tolist() == [5, 3] and out["ratings"]["user_id"].dtype == np.int64

@@ -1,4 +1,5 @@
 """The GPT: shapes, causality, initial loss, KV cache equivalence, sampling rules, Hugging Face export."""
+
 import math
 import pytest
 import torch
@@ -21,7 +22,8 @@ def test_config_validation():
 def test_forward_shapes_and_initial_loss():
     m = small(vocab_size=1000, n_embd=32)
     x, y = torch.randint(1000, (3, 16)), torch.randint(1000, (3, 16))
-    logits, loss = m(x, y)  # random targets: with tied weights, predicting the input itself would score better than chance
+    # random targets: with tied weights, predicting the input itself would score better than chance
+    logits, loss = m(x, y)
     assert logits.shape == (3, 16, 1000)
     assert abs(loss.item() - math.log(1000)) < 0.1
     logits, loss = m(x)
@@ -39,7 +41,8 @@ def test_weights_are_tied():
 def test_gpt_is_causal():
     m = small().eval()
     x = torch.randint(50, (2, 12))
-    x2 = x.clone(); x2[:, 8:] = torch.randint(50, (2, 4))     # change only the future
+    x2 = x.clone()
+    x2[:, 8:] = torch.randint(50, (2, 4))  # change only the future
     assert torch.allclose(m(x)[0][:, :8], m(x2)[0][:, :8], atol=1e-6)
 
 
@@ -49,7 +52,8 @@ def test_padding_mask():
     x = torch.randn(1, 6, 16)
     pad = torch.tensor([[True] * 4 + [False] * 2])
     y1 = b(x, key_padding_mask=pad)
-    x2 = x.clone(); x2[:, 4:] = torch.randn(1, 2, 16)    # change only the padded positions
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn(1, 2, 16)  # change only the padded positions
     y2 = b(x2, key_padding_mask=pad)
     assert torch.allclose(y1[:, :4], y2[:, :4], atol=1e-6)  # real tokens never attend to padding
 
@@ -58,11 +62,13 @@ def test_attention_bias_is_added_and_keeps_causality():
     seed_everything(0)
     x = torch.randn(1, 6, 16)
     b = Block(16, 2, causal=False).eval()
-    far = torch.zeros(2, 6, 6); far[:, :, 3:] = -1e9         # a bias that forbids keys 3..5
-    x2 = x.clone(); x2[:, 3:] = torch.randn(1, 3, 16)
+    far = torch.zeros(2, 6, 6)
+    far[:, :, 3:] = -1e9  # a bias that forbids keys 3..5
+    x2 = x.clone()
+    x2[:, 3:] = torch.randn(1, 3, 16)
     assert torch.allclose(b(x, attn_bias=far)[:, :3], b(x2, attn_bias=far)[:, :3], atol=1e-5)
     c = Block(16, 2, causal=True).eval()
-    zero = torch.zeros(2, 6, 6)                              # a bias must not switch causality off
+    zero = torch.zeros(2, 6, 6)  # a bias must not switch causality off
     assert torch.allclose(c(x, attn_bias=zero), c(x), atol=1e-6)
 
 
@@ -106,6 +112,7 @@ def test_eos_stops_generation():
 
 def test_hf_export_same_logits(tmp_path):
     from transformers import AutoModelForCausalLM
+
     m = small().eval()
     export_hf(m, tmp_path / "hf")
     assert (tmp_path / "hf" / "model.safetensors").exists()

@@ -1,4 +1,5 @@
 """Loss interpretation: conversions, bands scaled to the vocabulary, the over-fitting detector."""
+
 import math
 import pytest
 from rdtcourse.loss import band_edges, bits_per_token, detect_overfitting, interpret_loss, loss_band, perplexity
@@ -11,15 +12,23 @@ def test_conversions():
     assert r["bits_per_token"] == pytest.approx(2.0) and r["bits_per_char"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("loss, band", [(10.5, "random (initial state)"), (6.0, "grammar patterns starting"),
-                                        (4.0, "format and patterns"), (2.5, "meaningful text"), (1.0, "good (watch for over-fitting)")])
+@pytest.mark.parametrize(
+    "loss, band",
+    [
+        (10.5, "random (initial state)"),
+        (6.0, "grammar patterns starting"),
+        (4.0, "format and patterns"),
+        (2.5, "meaningful text"),
+        (1.0, "good (watch for over-fitting)"),
+    ],
+)
 def test_brief_bands_hold_for_its_vocabulary(loss, band):
     assert loss_band(loss, 24_000) == band
 
 
 def test_bands_scale_with_vocabulary():
-    assert loss_band(math.log(65), 65).startswith("random")       # the initial loss of any vocabulary is "random"
-    assert loss_band(1.9, 65) == "format and patterns"             # 1.9 / ln 65 = 0.46
+    assert loss_band(math.log(65), 65).startswith("random")  # the initial loss of any vocabulary is "random"
+    assert loss_band(1.9, 65) == "format and patterns"  # 1.9 / ln 65 = 0.46
     edges = [e for e, _ in band_edges(65)]
     assert edges == sorted(edges) and edges[0] == pytest.approx(0.2 * math.log(65))
 

@@ -1,5 +1,7 @@
 """Every notebook in nbs/ runs under papermill at the CI tier (one test per notebook, found by glob)."""
-import json, re
+
+import json
+import re
 from pathlib import Path
 import pytest
 import papermill as pm
@@ -20,7 +22,9 @@ def test_notebook_runs_at_ci_tier(nb, tmp_path):
         assert all(isinstance(v, (int, float)) for v in run.metrics.values())
         _assert_clean_outputs(run.executed)
     else:  # index.ipynb and other unnumbered pages: they must still execute
-        pm.execute_notebook(str(nb), str(tmp_path / nb.name), kernel_name="python3", cwd=str(nb.parent), progress_bar=False)
+        pm.execute_notebook(
+            str(nb), str(tmp_path / nb.name), kernel_name="python3", cwd=str(nb.parent), progress_bar=False
+        )
 
 
 def _assert_clean_outputs(executed: Path):
@@ -32,7 +36,9 @@ def _assert_clean_outputs(executed: Path):
             where = f"{Path(executed).name} cell {i}"
             assert "[IPKernelApp] WARNING" not in text, f"{where}: a kernel warning in the outputs"
             assert "\r" not in text, f"{where}: a progress bar saved mid-loop"
-            assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {}), f"{where}: a widget (frozen when saved)"
+            assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {}), (
+                f"{where}: a widget (frozen when saved)"
+            )
             assert not re.match(r"^(PosixPath|VBox|HBox)\(", text), f"{where}: a bare repr {text[:40]!r}"
 
 
@@ -50,7 +56,8 @@ def test_param_files_name_declared_parameters_only():
 
 
 def test_stranger_parameter_is_refused(tmp_path):
-    (tmp_path / "nbs").mkdir(); (tmp_path / "tests" / "params").mkdir(parents=True)
+    (tmp_path / "nbs").mkdir()
+    (tmp_path / "tests" / "params").mkdir(parents=True)
     src = ROOT / "nbs" / "99_cli.ipynb"
     (tmp_path / "nbs" / src.name).write_text(src.read_text())
     (tmp_path / "tests" / "params" / "99_cli.yaml").write_text("not_a_param: 1\n")

@@ -1,6 +1,8 @@
 """The results page and the home page are generated from the committed learner runs, and "is my run normal?" flags
 a run outside the band."""
-import json, re, shutil
+
+import json
+import re
 from conftest import ROOT
 from rdtcourse.results import CHAPTERS, CHAPTER, check_run, check_report, headline_text, learner_results, total_minutes
 
@@ -23,7 +25,7 @@ def test_readme_states_the_course_commands_and_one_total_time_up_front():
     minutes = re.findall(r"(\d+) minutes", head)
     assert minutes == [f"{total_minutes(learner_results(ROOT)):.0f}"], minutes
     readme = (ROOT / "README.md").read_text()
-    assert len(re.findall(r"\d+ minutes on 2 CPU cores", readme)) == 2   # the same total, and the table's line
+    assert len(re.findall(r"\d+ minutes on 2 CPU cores", readme)) == 2  # the same total, and the table's line
 
 
 def test_committed_run_is_normal_against_itself():
@@ -35,11 +37,13 @@ def test_committed_run_is_normal_against_itself():
 def test_a_run_outside_the_band_is_flagged(tmp_path):
     # a metrics.json pushed outside the band, as the course runner would read it from _runs/learner/<nb>/
     m = dict(learner_results(ROOT)["06_rdt_train"]["metrics"])
-    m["exact_match_50"] -= 0.05                      # far worse than the committed run
-    m["avg_steps_50"] += 5                           # neither better nor worse: just different
-    m.pop("gain_over_one_pass_50")                   # and a headline the run did not write
+    m["exact_match_50"] -= 0.05  # far worse than the committed run
+    m["avg_steps_50"] += 5  # neither better nor worse: just different
+    m.pop("gain_over_one_pass_50")  # and a headline the run did not write
     (tmp_path / "metrics.json").write_text(json.dumps(m))
-    rows = {r["metric"]: r for r in check_run("06_rdt_train", json.loads((tmp_path / "metrics.json").read_text()), ROOT)}
+    rows = {
+        r["metric"]: r for r in check_run("06_rdt_train", json.loads((tmp_path / "metrics.json").read_text()), ROOT)
+    }
     h = CHAPTER["06_rdt_train"].headlines
     assert rows[h[0].label]["verdict"] == "worse than expected: see 06_rdt_train section 6"
     assert rows[h[1].label]["verdict"].startswith("missing")
@@ -59,11 +63,14 @@ def test_course_command_checks_a_learner_run(tmp_path, monkeypatch, capsys):
     # `rdtcourse course --tier learner --only 04_training` ends on the check; here the run itself is faked
     from rdtcourse import cli
     from rdtcourse.course import NotebookRun
+
     m = {**learner_results(ROOT)["04_training"]["metrics"]}
     m["val_loss"] += 0.4
+
     def fake_run_course(tier, only, runs_dir=None, timeout=None):
         (tmp_path / "results.md").write_text("| results |\n")
         return [NotebookRun("04_training", tmp_path / "04_training.ipynb", tmp_path, 1.0, m, {})]
+
     monkeypatch.setattr(cli, "run_course", fake_run_course)
     assert cli.main(["course", "--tier", "learner", "--only", "04_training", "--set", f"runs_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out

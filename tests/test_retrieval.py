@@ -1,16 +1,32 @@
 """Chapter 8: the leave-one-out split, the prefix trie, beam search, Recall/NDCG, training, resume and the CLI."""
-import subprocess, sys
+
+import subprocess
+import sys
 from pathlib import Path
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from rdtcourse.core import CheckpointError, ConfigError
-from rdtcourse.rqvae import MovieLensMovieData, RQVAEConfig, train_rqvae
-from rdtcourse.retrieval import (DecoderRetrievalModel, beam_bias, MovieLensSeqData, PrefixTrie, RetrievalConfig, SASRec, beam_search,
-                                 evaluate_split, item_tokens, load_retrieval, movielens_tables, next_token_targets,
-                                 popularity_ranking, rank_metrics, recommend, train_retrieval)
+from rdtcourse.core import ConfigError
+from rdtcourse.rqvae import RQVAEConfig, train_rqvae
+from rdtcourse.retrieval import (
+    DecoderRetrievalModel,
+    beam_bias,
+    MovieLensSeqData,
+    PrefixTrie,
+    RetrievalConfig,
+    SASRec,
+    beam_search,
+    evaluate_split,
+    item_tokens,
+    load_retrieval,
+    movielens_tables,
+    next_token_targets,
+    popularity_ranking,
+    rank_metrics,
+    recommend,
+    train_retrieval,
+)
 
 CLI = str(Path(sys.executable).parent / "rdtcourse")
 
@@ -35,7 +51,7 @@ def test_trie_accepts_exactly_the_corpus_and_excludes_seen_items():
     assert all(tuple(r) in trie for r in ids.tolist())
     assert (0, 1, 2) not in trie and (1, 0, 0) not in trie and (0, 1) not in trie
     assert sorted(trie.allowed(())) == [0, 2] and sorted(trie.allowed((0, 1))) == [0, 1] and trie.allowed((5,)) == []
-    seen = PrefixTrie.counts_of(ids[[0, 1]])                          # both items under prefix 0 seen
+    seen = PrefixTrie.counts_of(ids[[0, 1]])  # both items under prefix 0 seen
     assert trie.allowed((), seen) == [2] and trie.allowed((0, 1), seen) == []
     seen = PrefixTrie.counts_of(ids[[0]])
     assert sorted(trie.allowed((), seen)) == [0, 2] and trie.allowed((0, 1), seen) == [1]
@@ -43,8 +59,9 @@ def test_trie_accepts_exactly_the_corpus_and_excludes_seen_items():
 
 def _toy_model(K=4, L=3, seed=0):
     torch.manual_seed(seed)
-    return DecoderRetrievalModel(embedding_dim=8, d_out=16, dropout=0.0, num_heads=2, n_layers=2, num_embeddings=K,
-                                 sem_id_dim=L, max_pos=10 * L).eval()
+    return DecoderRetrievalModel(
+        embedding_dim=8, d_out=16, dropout=0.0, num_heads=2, n_layers=2, num_embeddings=K, sem_id_dim=L, max_pos=10 * L
+    ).eval()
 
 
 def _exact_score(model, ctx, sid, corpus, trie=None, excluded=None):
@@ -54,35 +71,46 @@ def _exact_score(model, ctx, sid, corpus, trie=None, excluded=None):
     for j in range(len(sid)):
         row = logits[n - 1 + j]
         if trie is not None:
-            keep = torch.full_like(row, float("-inf")); keep[trie.allowed(tuple(sid[:j]), excluded)] = 0.0; row = row + keep
+            keep = torch.full_like(row, float("-inf"))
+            keep[trie.allowed(tuple(sid[:j]), excluded)] = 0.0
+            row = row + keep
         total += F.log_softmax(row, -1)[sid[j]].item()
     return total
 
 
 def test_beam_search_scores_are_exact_log_probs_and_ids_are_valid():
-    corpus = torch.tensor([[a, b, c] for a in range(4) for b in range(2) for c in range(2)])   # 16 items
+    corpus = torch.tensor([[a, b, c] for a in range(4) for b in range(2) for c in range(2)])  # 16 items
     model, trie = _toy_model(), PrefixTrie(corpus)
-    contexts = [np.array([0, 3, 5]), np.array([7]), np.array([1, 2, 3, 4, 5, 6])]   # different lengths in one batch
+    contexts = [np.array([0, 3, 5]), np.array([7]), np.array([1, 2, 3, 4, 5, 6])]  # different lengths in one batch
     exclude = [np.array([3]), None, None]
     for constrained in (True, False):
-        ids, scores = beam_search(model, contexts, corpus, 5, trie if constrained else None, exclude if constrained else None)
+        ids, scores = beam_search(
+            model, contexts, corpus, 5, trie if constrained else None, exclude if constrained else None
+        )
         assert ids.shape == (3, 5, 3) and (scores[:, :-1] >= scores[:, 1:]).all()
         for b, ctx in enumerate(contexts):
-            ex = PrefixTrie.counts_of(corpus[torch.as_tensor(exclude[b])]) if constrained and exclude[b] is not None else None
+            ex = (
+                PrefixTrie.counts_of(corpus[torch.as_tensor(exclude[b])])
+                if constrained and exclude[b] is not None
+                else None
+            )
             for w in range(5):
                 sid = ids[b, w].tolist()
-                if constrained: assert tuple(sid) in trie
+                if constrained:
+                    assert tuple(sid) in trie
                 exact = _exact_score(model, ctx, sid, corpus, trie if constrained else None, ex)
                 assert abs(scores[b, w].item() - exact) < 1e-4, (constrained, b, w)
-        if constrained: assert (0, 1, 1) not in {tuple(s) for s in ids[0].tolist()}   # item 3 = (0, 1, 1) excluded for user 0
+        # item 3 = (0, 1, 1) excluded for user 0
+        if constrained:
+            assert (0, 1, 1) not in {tuple(s) for s in ids[0].tolist()}
     # a beam as wide as the corpus returns every item once, and their probabilities (given validity) sum to 1
     ids, scores = beam_search(model, [contexts[1]], corpus, 16, trie)
     assert len({tuple(s) for s in ids[0].tolist()}) == 16 and abs(scores.exp().sum().item() - 1) < 1e-4
 
 
 def test_beam_bias_keeps_beams_apart():
-    b = beam_bias(2, 2, past=3)[0]                                     # 2 beams of 2 tokens after 3 history positions
-    assert b.shape == (4, 7) and (b[:, :3] == 0).all()                 # everyone sees the history
+    b = beam_bias(2, 2, past=3)[0]  # 2 beams of 2 tokens after 3 history positions
+    assert b.shape == (4, 7) and (b[:, :3] == 0).all()  # everyone sees the history
     assert (b[:, 3:] == 0).int().tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
 
 
@@ -104,16 +132,38 @@ def test_decoder_targets_and_levels():
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("retrieval")
-    rq = RQVAEConfig(max_items=300, cache_dir=str(out / "cache"), hidden_dims=[64], output_dim=8, codebook_size=8,
-                     steps=30, batch_size=64, log_every=30, out_dir=str(out / "rqvae"))
+    rq = RQVAEConfig(
+        max_items=300,
+        cache_dir=str(out / "cache"),
+        hidden_dims=[64],
+        output_dim=8,
+        codebook_size=8,
+        steps=30,
+        batch_size=64,
+        log_every=30,
+        out_dir=str(out / "rqvae"),
+    )
     tokenizer, movie_data, _ = train_rqvae(rq, bar=False)
     movies, ratings = movielens_tables()
     seq = MovieLensSeqData.from_ratings(ratings, movie_data, max_seq_len=12, max_users=60)
-    base = dict(rqvae=str(out / "rqvae" / "rqvae.pt"), cache_dir=str(out / "cache"), max_items=300, max_users=60,
-                max_seq_len=12, embedding_dim=8, d_out=16, num_heads=2, n_layers=1, batch_size=8, warmup_steps=2,
-                eval_every=4, save_model_every=4, tensorboard=False)
+    base = dict(
+        rqvae=str(out / "rqvae" / "rqvae.pt"),
+        cache_dir=str(out / "cache"),
+        max_items=300,
+        max_users=60,
+        max_seq_len=12,
+        embedding_dim=8,
+        d_out=16,
+        num_heads=2,
+        n_layers=1,
+        batch_size=8,
+        warmup_steps=2,
+        eval_every=4,
+        save_model_every=4,
+        tensorboard=False,
+    )
     data = (movie_data, seq, tokenizer)
-    train_retrieval(RetrievalConfig(**base, iterations=8, out_dir=str(out / "a")), data=data, bar=False)   # run "a"
+    train_retrieval(RetrievalConfig(**base, iterations=8, out_dir=str(out / "a")), data=data, bar=False)  # run "a"
     return out, data, base
 
 
@@ -125,22 +175,27 @@ def test_split_has_no_held_out_item_in_training(small):
         h = seq.histories[u]
         assert len(seq.train_history(u)) == len(h) - 2
         assert seq.target(u, "test") == h[-1] and seq.target(u, "val") == h[-2]
-        assert seq.context(u, "val").tolist() == h[:-2][-11:].tolist() and seq.context(u, "test").tolist() == h[:-1][-11:].tolist()
+        assert (
+            seq.context(u, "val").tolist() == h[:-2][-11:].tolist()
+            and seq.context(u, "test").tolist() == h[:-1][-11:].tolist()
+        )
     # every training window is a slice of some user's training history: no held-out item slips in
     trains = [seq.train_history(u).tolist() for u in range(len(seq))]
     for row in batch.tolist():
         w = [i for i in row if i >= 0]
-        assert any(any(t[s:s + len(w)] == w for s in range(len(t) - len(w) + 1)) for t in trains)
+        assert any(any(t[s : s + len(w)] == w for s in range(len(t) - len(w) + 1)) for t in trains)
 
 
 def test_resume_is_bit_identical_and_other_configs_are_refused(small):
-    out, data, base = small                                            # run "a": 8 iterations straight
+    out, data, base = small  # run "a": 8 iterations straight
     resumed = RetrievalConfig(**base, iterations=8, out_dir=str(out / "b"))
     train_retrieval(resumed, checkpoint=out / "a" / "checkpoint_4.pt", data=data, bar=False)
     a = torch.load(out / "a" / "checkpoint_8.pt", weights_only=True)
     b = torch.load(out / "b" / "checkpoint_8.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(), b["optimizer"]["state"][0].values()))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(), b["optimizer"]["state"][0].values())
+    )
     wider = RetrievalConfig(**{**base, "d_out": 32}, iterations=8, out_dir=str(out / "c"))
     with pytest.raises(ConfigError, match="another config"):
         train_retrieval(wider, checkpoint=out / "a" / "checkpoint_4.pt", data=data, bar=False)
@@ -148,8 +203,11 @@ def test_resume_is_bit_identical_and_other_configs_are_refused(small):
 
 def test_sasrec_trains_and_both_models_rank_unseen_items(small):
     out, (movie_data, seq, tokenizer), base = small
-    r = train_retrieval(RetrievalConfig(**base, model="sasrec", iterations=30, lr=3e-3, out_dir=str(out / "s")),
-                        data=(movie_data, seq, tokenizer), bar=False)
+    r = train_retrieval(
+        RetrievalConfig(**base, model="sasrec", iterations=30, lr=3e-3, out_dir=str(out / "s")),
+        data=(movie_data, seq, tokenizer),
+        bar=False,
+    )
     sas, cfg, _ = load_retrieval(r["best"], data=(movie_data, seq, tokenizer))
     assert isinstance(sas, SASRec) and cfg.model == "sasrec"
     ev = evaluate_split(sas, tokenizer, seq, "val")
@@ -160,26 +218,34 @@ def test_sasrec_trains_and_both_models_rank_unseen_items(small):
         h = seq.seen(0, "all")
         recs = recommend(model, tokenizer, h, k=10)
         assert len(recs) == 10 and not set(recs) & set(h.tolist())
-    losses = [r["total_loss"] for r in __import__("rdtcourse.core", fromlist=["read_log"]).read_log(out / "s") if "total_loss" in r]
-    assert np.mean(losses[-5:]) < np.mean(losses[:5])                 # the loss falls
+    losses = [
+        r["total_loss"]
+        for r in __import__("rdtcourse.core", fromlist=["read_log"]).read_log(out / "s")
+        if "total_loss" in r
+    ]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])  # the loss falls
 
 
 def test_patience_stops_a_run_that_no_longer_improves(small):
     out, data, base = small
     cfg = RetrievalConfig(**{**base, "lr": 1e-9, "min_lr": 1e-10}, iterations=40, patience=2, out_dir=str(out / "p"))
-    r = train_retrieval(cfg, data=data, bar=False)      # a rate this small never changes Recall@10 after the first check
-    assert r["step"] == 12                               # validations at 4 (best), 8 and 12 (no better): stop
+    # a rate this small never changes Recall@10 after the first check
+    r = train_retrieval(cfg, data=data, bar=False)
+    assert r["step"] == 12  # validations at 4 (best), 8 and 12 (no better): stop
     assert (out / "p" / "checkpoint_12.pt").exists() and not (out / "p" / "checkpoint_16.pt").exists()
 
 
 def test_code_embeddings_start_at_the_rqvae_codebooks(small):
     _, (_, seq, tokenizer), base = small
     from rdtcourse.retrieval import build_model
-    cb = tokenizer.quantizer.codebooks.detach()                        # (3 levels, 8 codes, 8 dims)
-    torch.manual_seed(0); m = build_model(RetrievalConfig(**base), tokenizer, seq.n_items)
+
+    cb = tokenizer.quantizer.codebooks.detach()  # (3 levels, 8 codes, 8 dims)
+    torch.manual_seed(0)
+    m = build_model(RetrievalConfig(**base), tokenizer, seq.n_items)
     w = m.tok_emb.weight.view(m.L, m.K, -1)
-    assert torch.allclose(w[:3, :8, :8], cb / cb.std() * 0.02)        # every level's codes, rescaled
-    torch.manual_seed(0); r = build_model(RetrievalConfig(**{**base, "init_codes": "random"}), tokenizer, seq.n_items)
+    assert torch.allclose(w[:3, :8, :8], cb / cb.std() * 0.02)  # every level's codes, rescaled
+    torch.manual_seed(0)
+    r = build_model(RetrievalConfig(**{**base, "init_codes": "random"}), tokenizer, seq.n_items)
     assert torch.equal(w[3], r.tok_emb.weight.view(r.L, r.K, -1)[3])  # the collision digit keeps the usual init
     assert not torch.allclose(r.tok_emb.weight.view(r.L, r.K, -1)[:3, :8, :8], w[:3, :8, :8])
     with pytest.raises(ConfigError, match="embedding_dim=4"):
@@ -189,28 +255,46 @@ def test_code_embeddings_start_at_the_rqvae_codebooks(small):
 def test_popularity_never_recommends_seen_items(small):
     _, (_, seq, _), _ = small
     ranked = popularity_ranking(seq, "test", k=10)
-    for u in range(len(seq)): assert not set(ranked[u].tolist()) & set(seq.seen(u, "test").tolist())
+    for u in range(len(seq)):
+        assert not set(ranked[u].tolist()) & set(seq.seen(u, "test").tolist())
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match="model='gpt'"): RetrievalConfig(model="gpt")
-    with pytest.raises(ConfigError, match="max_seq_len=1"): RetrievalConfig(max_seq_len=1)
-    with pytest.raises(ConfigError, match="dataset='ml-20m'"): RetrievalConfig(dataset="ml-20m")
-    with pytest.raises(ConfigError, match="init_codes='zeros'"): RetrievalConfig(init_codes="zeros")
+    with pytest.raises(ConfigError, match="model='gpt'"):
+        RetrievalConfig(model="gpt")
+    with pytest.raises(ConfigError, match="max_seq_len=1"):
+        RetrievalConfig(max_seq_len=1)
+    with pytest.raises(ConfigError, match="dataset='ml-20m'"):
+        RetrievalConfig(dataset="ml-20m")
+    with pytest.raises(ConfigError, match="init_codes='zeros'"):
+        RetrievalConfig(init_codes="zeros")
 
 
 def test_cli_recommend_eval_and_errors(small):
     out, (_, seq, _), base = small
     ck = str(out / "a" / "best.pt")
-    r = subprocess.run([CLI, "retrieval", "recommend", "--checkpoint", ck, "--user", str(seq.users[0]), "--top", "5"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [CLI, "retrieval", "recommend", "--checkpoint", ck, "--user", str(seq.users[0]), "--top", "5"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert len([l for l in r.stdout.splitlines() if l.strip()[:2].rstrip(".").isdigit()]) == 5
-    r = subprocess.run([CLI, "retrieval", "recommend", "--checkpoint", ck, "--user", "999999"], capture_output=True, text=True)
+    r = subprocess.run(
+        [CLI, "retrieval", "recommend", "--checkpoint", ck, "--user", "999999"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "user 999999" in r.stderr
     r = subprocess.run([CLI, "retrieval", "eval", "--checkpoint", ck, "--split", "val"], capture_output=True, text=True)
-    assert r.returncode == 0 and "recall_10" in r.stdout and ("beats" in r.stdout or "ties" in r.stdout or "loses to" in r.stdout), r.stderr
-    r = subprocess.run([CLI, "retrieval", "eval", "--checkpoint", str(out / "rqvae" / "rqvae.pt")], capture_output=True, text=True)
+    assert (
+        r.returncode == 0
+        and "recall_10" in r.stdout
+        and ("beats" in r.stdout or "ties" in r.stdout or "loses to" in r.stdout)
+    ), r.stderr
+    r = subprocess.run(
+        [CLI, "retrieval", "eval", "--checkpoint", str(out / "rqvae" / "rqvae.pt")], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "not a checkpoint written by" in r.stderr
-    r = subprocess.run([CLI, "retrieval", "train", "--set", "rqvae=/nonexistent/rqvae.pt"], capture_output=True, text=True)
+    r = subprocess.run(
+        [CLI, "retrieval", "train", "--set", "rqvae=/nonexistent/rqvae.pt"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "rqvae train" in r.stderr

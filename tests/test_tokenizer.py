@@ -1,13 +1,29 @@
 """Tokenizers: round trips on edge strings, vocabulary and special tokens, save/load, corpus encoding."""
-import json
-import numpy as np
+
 import pytest
 from rdtcourse.data import load_tokens, read_meta
-from rdtcourse.tokenizer import (BERT_SPECIALS, EOT, CharTokenizer, encode_corpus, load_tokenizer, train_bpe,
-                                 train_wordpiece)
+from rdtcourse.tokenizer import (
+    BERT_SPECIALS,
+    EOT,
+    CharTokenizer,
+    encode_corpus,
+    load_tokenizer,
+    train_bpe,
+    train_wordpiece,
+)
 
-EDGE = ["", "hello world", "Hello, World!\n", "안녕하세요, 세계!", "emoji 🤖🎉👩‍👩‍👧", "tabs\tand  spaces \n\n", "café naïve"]
-CORPUS = ("The quick brown fox jumps over the lazy dog. " * 50 + "한국어 문장도 조금 있습니다. " * 20 + "🤖 " * 5 + "\n") * 3
+EDGE = [
+    "",
+    "hello world",
+    "Hello, World!\n",
+    "안녕하세요, 세계!",
+    "emoji 🤖🎉👩‍👩‍👧",
+    "tabs\tand  spaces \n\n",
+    "café naïve",
+]
+CORPUS = (
+    "The quick brown fox jumps over the lazy dog. " * 50 + "한국어 문장도 조금 있습니다. " * 20 + "🤖 " * 5 + "\n"
+) * 3
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +77,16 @@ def test_load_tokenizer_errors(tmp_path):
 
 
 def test_shipped_wordpiece_is_found_in_the_data_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)                                  # not beside data/: the lookup, not the working directory
+    # not beside data/: the lookup, not the working directory
+    monkeypatch.chdir(tmp_path)
     for n in (1000, 8000):
         tok = load_tokenizer(f"wikitext2-sample/wordpiece-{n}.json")
         assert len(tok) == n and tok.convert_ids_to_tokens(tok.mask_token_id) == "[MASK]"
-        assert tok.decode(tok("The City", add_special_tokens=False)["input_ids"]) == "the city"   # lower-cased, round-trips
+        # lower-cased, round-trips
+        assert tok.decode(tok("The City", add_special_tokens=False)["input_ids"]) == "the city"
     with pytest.raises(FileNotFoundError, match="wordpiece-12.json"):
         load_tokenizer("wikitext2-sample/wordpiece-12.json")
-    monkeypatch.setenv("RDTCOURSE_DATA", str(tmp_path / "nowhere"))   # no data folder at all: the same clear error
+    monkeypatch.setenv("RDTCOURSE_DATA", str(tmp_path / "nowhere"))  # no data folder at all: the same clear error
     with pytest.raises(FileNotFoundError, match="wordpiece-1000.json"):
         load_tokenizer("wikitext2-sample/wordpiece-1000.json")
 

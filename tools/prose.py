@@ -21,7 +21,11 @@ A number in a markdown cell is *traced* when one of these holds:
 The tests run this over every committed notebook (tests/test_prose.py) and fail on an untraced number.
 Its leniency, on purpose: any printed number of the notebook traces a prose number, wherever it was printed.
 """
-import json, math, re, sys
+
+import json
+import math
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +37,27 @@ NUMBER = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 NUM = re.compile(r"(?<![A-Za-wyz_\d.])(" + NUMBER + r")(%?)")
 PRINTED = re.compile(r"(?<![A-Za-z_\d.])([+\-−]?)(" + NUMBER + r")")
 UNITS = {"x", "s", "ms", "min", "h", "gb", "gib", "mb", "mib", "kb", "tb", "tflop", "m2"}
-WORDS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-                                      "fifteen sixteen seventeen eighteen nineteen twenty".split())} | {"thirty": 30, "forty": 40}
-SCALE = {"k": 1e3, "K": 1e3, "M": 1e6}      # 73k, 1.6M: scaled before comparing (7B, 2B are names: skipped)
-REFERENCE_WORDS = r"(?:chapters?|sections?|parts?|exercises?|steps? \d+ (?:of|to)|cells?|figures?|tables?|notebooks?|ch\.|§)"
-STRUCTURE = re.compile(REFERENCE_WORDS + r"\s*\d+(?:\s*(?:-|–|and|,|to|/)\s*\d+(?![.,]?\d)(?!\s*%)"
-                       r"(?!\s*(?:minutes?|seconds?|hours?|steps|tokens|points|runs)\b))*", re.I)
+WORDS = {
+    w: n
+    for n, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": 30, "forty": 40}
+SCALE = {"k": 1e3, "K": 1e3, "M": 1e6}  # 73k, 1.6M: scaled before comparing (7B, 2B are names: skipped)
+REFERENCE_WORDS = (
+    r"(?:chapters?|sections?|parts?|exercises?|steps? \d+ (?:of|to)|cells?|figures?|tables?|notebooks?|ch\.|§)"
+)
+STRUCTURE = re.compile(
+    REFERENCE_WORDS + r"\s*\d+(?:\s*(?:-|–|and|,|to|/)\s*\d+(?![.,]?\d)(?!\s*%)"
+    r"(?!\s*(?:minutes?|seconds?|hours?|steps|tokens|points|runs)\b))*",
+    re.I,
+)
 FOOTNOTE_DEF = re.compile(r"^\[\^([^\]]+)\]:.*$", re.M)
 FOOTNOTE = re.compile(r"\[\^([^\]]+)\](?!:)")
-RUN_TAIL = re.compile(r"(?:" + NUMBER + r"[%kKM]?(?:\s*(?:/|,|-|–|−|to|->|and|vs\.?)\s*[+\-−]?)?)+[*\"'”’]*\s*(?:\([^()\n]*\))?\s*$")
+RUN_TAIL = re.compile(
+    r"(?:" + NUMBER + r"[%kKM]?(?:\s*(?:/|,|-|–|−|to|->|and|vs\.?)\s*[+\-−]?)?)+[*\"'”’]*\s*(?:\([^()\n]*\))?\s*$"
+)
 
 
 @dataclass
@@ -58,10 +74,20 @@ class Untraced:
 def _strip_structure(md: str) -> str:
     "Blank out what is not a claim, keeping offsets: code, maths, link targets, HTML tags, numbering, references."
     blank = lambda m: " " * len(m.group(0))
-    for pat in (r"```.*?```", r"`[^`\n]*`", r"\$\$.*?\$\$", r"\$[^$\n]+\$", r"\]\([^)]*\)", r"</?[A-Za-z][^>\n]*>",
-                r"^\s{0,3}#+\s*\d+(?:\.\d+)*\.?", r"^\s*\d+[.)]\s", FOOTNOTE_DEF.pattern, r"\b\d\d_\w+",
-                r"(?:et\s+al\.,?|[A-Z][A-Za-z]+,)\s+(?:[A-Z][A-Za-z]*\s)?(?:19|20)\d\d(?=\))",
-                r"\b95% (?=(?:bootstrap |confidence )?intervals?)"):
+    for pat in (
+        r"```.*?```",
+        r"`[^`\n]*`",
+        r"\$\$.*?\$\$",
+        r"\$[^$\n]+\$",
+        r"\]\([^)]*\)",
+        r"</?[A-Za-z][^>\n]*>",
+        r"^\s{0,3}#+\s*\d+(?:\.\d+)*\.?",
+        r"^\s*\d+[.)]\s",
+        FOOTNOTE_DEF.pattern,
+        r"\b\d\d_\w+",
+        r"(?:et\s+al\.,?|[A-Z][A-Za-z]+,)\s+(?:[A-Z][A-Za-z]*\s)?(?:19|20)\d\d(?=\))",
+        r"\b95% (?=(?:bootstrap |confidence )?intervals?)",
+    ):
         md = re.sub(pat, blank, md, flags=re.S | re.M)
     return STRUCTURE.sub(blank, md)
 
@@ -79,27 +105,37 @@ def _marked_spans(clean: str, defined: set) -> list:
     "Spans covered by a footnote marker with a definition: the run of numbers right before it."
     spans = []
     for m in FOOTNOTE.finditer(clean):
-        if m.group(1) not in defined: continue
+        if m.group(1) not in defined:
+            continue
         tail = RUN_TAIL.search(clean, max(0, m.start() - 200), m.start())
-        if tail: spans.append((tail.start(), m.start()))
+        if tail:
+            spans.append((tail.start(), m.start()))
     return spans
 
 
 def prose_numbers(md: str):
-    "(number, sign, percent, scale, start, end) for every number in markdown `md` that makes a claim and carries no marker."
+    """(number, sign, percent, scale, start, end) for every number in markdown `md`
+    that makes a claim and carries no marker."""
     clean = _strip_structure(md)
     defined = set(FOOTNOTE_DEF.findall(md))
     marked = _marked_spans(clean, defined)
     for m in NUM.finditer(clean):
-        after = re.match(r"[A-Za-z]+", clean[m.end():])
+        after = re.match(r"[A-Za-z]+", clean[m.end() :])
         scale = SCALE.get(after.group(0)) if after and len(after.group(0)) == 1 else None
-        if after and after.group(0).lower() not in UNITS and scale is None: continue   # a name or ordinal: 2nd, 3D
-        if m.start() > 1 and clean[m.start() - 1] in "_-" and clean[m.start() - 2].isalnum() and \
-                not re.match(r"[\d.,]+\s*[-–]\s*$", clean[max(0, m.start() - 12):m.start()]): continue   # GPT-2, LLaMA3-8B
-        if any(s <= m.start() < e for s, e in marked): continue
-        before, before2 = clean[m.start() - 1:m.start()], clean[max(0, m.start() - 2):max(0, m.start() - 1)]
+        if after and after.group(0).lower() not in UNITS and scale is None:
+            continue  # a name or ordinal: 2nd, 3D
+        if (
+            m.start() > 1
+            and clean[m.start() - 1] in "_-"
+            and clean[m.start() - 2].isalnum()
+            and not re.match(r"[\d.,]+\s*[-–]\s*$", clean[max(0, m.start() - 12) : m.start()])
+        ):
+            continue  # GPT-2, LLaMA3-8B
+        if any(s <= m.start() < e for s, e in marked):
+            continue
+        before, before2 = clean[m.start() - 1 : m.start()], clean[max(0, m.start() - 2) : max(0, m.start() - 1)]
         sign = "+" if before == "+" else "-" if before and before in "-−" and before2 in ("", *" \t\n([,/") else ""
-        percent = bool(m.group(2)) or bool(re.match(r"\s*(?:points|pp)\b", clean[m.end():]))
+        percent = bool(m.group(2)) or bool(re.match(r"\s*(?:points|pp)\b", clean[m.end() :]))
         yield m.group(1), sign, percent, scale, m.start(), m.end()
 
 
@@ -125,11 +161,14 @@ def traced(token: str, sign: str, percent: bool, scale, values: list) -> bool:
     if "e" in token.lower():
         return any(math.isclose(abs(o), v, rel_tol=5e-3) for o in values)
     candidates = [o for o in values if (o < 0) == (sign == "-")] if sign else [abs(o) for o in values]
-    if scale:   # 1.6M: the printed value over a million, to the digits written
-        return any(abs(abs(o) / scale - v) <= 0.5 * 10 ** -d + 1e-9 for o in candidates)
-    if d == 0 and any(abs(o) == v for o in candidates): return True
-    tol = 0.5 * 10 ** -d + 1e-9
-    return any(abs(abs(o) * s - v) <= tol for s in ((1, 100) if percent else (1,)) for o in candidates if d > 0 or s == 100)
+    if scale:  # 1.6M: the printed value over a million, to the digits written
+        return any(abs(abs(o) / scale - v) <= 0.5 * 10**-d + 1e-9 for o in candidates)
+    if d == 0 and any(abs(o) == v for o in candidates):
+        return True
+    tol = 0.5 * 10**-d + 1e-9
+    return any(
+        abs(abs(o) * s - v) <= tol for s in ((1, 100) if percent else (1,)) for o in candidates if d > 0 or s == 100
+    )
 
 
 def check_notebook(path: Path, results: dict | None = None) -> list[Untraced]:
@@ -140,15 +179,17 @@ def check_notebook(path: Path, results: dict | None = None) -> list[Untraced]:
     minutes = run.get("seconds", 0) / 60
     bad = []
     for i, c in enumerate(nb["cells"]):
-        if c["cell_type"] != "markdown": continue
+        if c["cell_type"] != "markdown":
+            continue
         md = "".join(c["source"])
         for token, sign, percent, scale, s, e in prose_numbers(md):
-            if traced(token, sign, percent, scale, values): continue
+            if traced(token, sign, percent, scale, values):
+                continue
             if minutes and re.match(r"\s*minutes?\b", md[e:]) and abs(_value(token) - minutes) <= 0.1 * minutes + 0.5:
-                continue   # "about N minutes": the committed run's wall time
-            ctx = md[max(0, s - 40):e + 30].replace("\n", " ")
+                continue  # "about N minutes": the committed run's wall time
+            ctx = md[max(0, s - 40) : e + 30].replace("\n", " ")
             bad.append(Untraced(Path(path).stem, i, sign + token + ("%" if percent and md[e - 1] == "%" else ""), ctx))
-        for m in re.finditer(r"\b(" + "|".join(WORDS) + r")\s+minutes?\b", md, re.I):   # "about nine minutes"
+        for m in re.finditer(r"\b(" + "|".join(WORDS) + r")\s+minutes?\b", md, re.I):  # "about nine minutes"
             if minutes and abs(WORDS[m.group(1).lower()] - minutes) > 0.1 * minutes + 0.5:
                 bad.append(Untraced(Path(path).stem, i, m.group(0), f"the committed run took {minutes:.1f} minutes"))
     return bad
@@ -161,11 +202,13 @@ def _learner_results() -> dict:
 
 def main(names) -> int:
     nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("."))
-    if names: nbs = [p for p in nbs if p.stem in names]
+    if names:
+        nbs = [p for p in nbs if p.stem in names]
     results, total = _learner_results(), 0
     for p in nbs:
         bad = check_notebook(p, results)
-        for b in bad: print(b)
+        for b in bad:
+            print(b)
         total += len(bad)
     print(f"{total} untraced numbers in {len(nbs)} notebooks")
     return 1 if total else 0

@@ -8,7 +8,12 @@ Notebooks run through `rdtcourse.course.execute_notebook`, as in the course runn
 line. Each chapter's metrics.json and wall time go into nbs/learner_results.json, the home page's results table.
 A notebook that fails is left untouched. The script runs nbdev-clean on the notebooks it refreshed; then commit.
 """
-import fnmatch, os, platform, subprocess, sys, time
+
+import fnmatch
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from rdtcourse.course import NotebookRun, execute_notebook, record_learner_run, _read_json
 
@@ -18,34 +23,51 @@ NBS = ROOT / "nbs"
 
 def machine() -> str:
     import torch
+
     return f"{os.cpu_count()} CPU cores" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
 
 
 def main(patterns) -> int:
-    nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("."))   # not a stale .NAME.executing.ipynb
-    if patterns:   # a notebook's exact name selects only it ("06_rdt" is not also 06_rdt_train); otherwise a glob or a substring
+    nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("."))  # not a stale .NAME.executing.ipynb
+    # a notebook's exact name selects only it ("06_rdt" is not also 06_rdt_train); otherwise a glob or a substring
+    if patterns:
         stems = {p.stem for p in nbs}
-        nbs = [p for p in nbs if any(p.stem == pt if pt in stems else fnmatch.fnmatch(p.stem, pt) or pt in p.stem for pt in patterns)]
+        nbs = [
+            p
+            for p in nbs
+            if any(p.stem == pt if pt in stems else fnmatch.fnmatch(p.stem, pt) or pt in p.stem for pt in patterns)
+        ]
     failed = []
     try:
         for nb in nbs:
-            run_dir = ROOT / "_runs" / "learner" / nb.stem   # every chapter's default out_dir
-            for stale in ("metrics.json", "reference.json"): (run_dir / stale).unlink(missing_ok=True)
+            run_dir = ROOT / "_runs" / "learner" / nb.stem  # every chapter's default out_dir
+            for stale in ("metrics.json", "reference.json"):
+                (run_dir / stale).unlink(missing_ok=True)
             t0 = time.time()
-            out = NBS / f".{nb.stem}.executing.ipynb"   # same folder, so the final rename is atomic
+            out = NBS / f".{nb.stem}.executing.ipynb"  # same folder, so the final rename is atomic
             try:
                 execute_notebook(nb, out, cwd=NBS)
                 os.replace(out, nb)
             except Exception as e:
-                print(f"FAILED {nb.name}: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}"); failed.append(nb.name); continue
+                print(f"FAILED {nb.name}: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}")
+                failed.append(nb.name)
+                continue
             finally:
-                if out.exists(): out.unlink()
+                if out.exists():
+                    out.unlink()
             seconds = time.time() - t0
             if nb.stem[:2].isdigit() and not nb.stem.startswith("9") and (run_dir / "metrics.json").exists():
-                run = NotebookRun(nb.stem, nb, run_dir, seconds, _read_json(run_dir / "metrics.json"), _read_json(run_dir / "reference.json"))
+                run = NotebookRun(
+                    nb.stem,
+                    nb,
+                    run_dir,
+                    seconds,
+                    _read_json(run_dir / "metrics.json"),
+                    _read_json(run_dir / "reference.json"),
+                )
                 record_learner_run(run, ROOT, machine())
             print(f"refreshed {nb.name} in {seconds:.0f}s", flush=True)
-    finally:   # clean only what this run wrote, so notebooks being edited meanwhile are left alone
+    finally:  # clean only what this run wrote, so notebooks being edited meanwhile are left alone
         for nb in nbs:
             subprocess.run([str(Path(sys.executable).parent / "nbdev-clean"), "--fname", str(nb)], cwd=ROOT, check=True)
     return 1 if failed else 0

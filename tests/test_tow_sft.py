@@ -1,24 +1,42 @@
-"""Chapter 9: the ToW data, prompt masking, new token rows, accumulation, exact resume, save/reload, two processes, the CLI."""
-import os, shutil, subprocess, sys
+"""Chapter 9: the ToW data, prompt masking, new token rows, accumulation, exact resume, save/reload, two processes,
+the CLI."""
+
+import os
+import subprocess
+import sys
 from pathlib import Path
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 from rdtcourse.core import ConfigError
-from rdtcourse.sft import (FlatArguments, PromptBoundaryError, add_tow_tokens, encode_with_ToW, final_answer, generate_completions,
-                           load_model_and_tokenizer, make_base_model, make_tow_data, read_jsonl, strip_thoughts, token_loss_sum,
-                           train_sft, write_jsonl)
+from rdtcourse.tow_sft import (
+    FlatArguments,
+    PromptBoundaryError,
+    add_tow_tokens,
+    encode_with_ToW,
+    final_answer,
+    generate_completions,
+    load_model_and_tokenizer,
+    make_base_model,
+    make_tow_data,
+    read_jsonl,
+    strip_thoughts,
+    token_loss_sum,
+    train_sft,
+    write_jsonl,
+)
+from conftest import TORCHRUN
 
 CLI = str(Path(sys.executable).parent / "rdtcourse")
-from conftest import TORCHRUN
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     "A tiny base model and a small ToW data set, shared by the tests of this module."
     out = tmp_path_factory.mktemp("sft")
-    base = make_base_model(out / "base", steps=20, vocab_size=400, n_layer=1, n_head=2, n_embd=32, block_size=128, bar=False)
+    base = make_base_model(
+        out / "base", steps=20, vocab_size=400, n_layer=1, n_head=2, n_embd=32, block_size=128, bar=False
+    )
     train_rows, _, test_rows = make_tow_data(64, 16, 16, max_steps=2, seed=0)
     files = {k: write_jsonl(train_rows, out / f"{k}.jsonl", k) for k in ("tow", "plain")}
     files["test"] = write_jsonl(test_rows, out / "test.jsonl", "tow")
@@ -27,9 +45,21 @@ def setup(tmp_path_factory):
 
 def _args(setup, name, **kw):
     out, base, files, _, _ = setup
-    return FlatArguments(**{**dict(model_name_or_path=str(base), train_file=str(files["tow"]), output_dir=str(out / name),
-                                   per_device_train_batch_size=4, max_train_steps=4, learning_rate=3e-3, device="cpu",
-                                   max_seq_length=0), **kw})
+    return FlatArguments(
+        **{
+            **dict(
+                model_name_or_path=str(base),
+                train_file=str(files["tow"]),
+                output_dir=str(out / name),
+                per_device_train_batch_size=4,
+                max_train_steps=4,
+                learning_rate=3e-3,
+                device="cpu",
+                max_seq_length=0,
+            ),
+            **kw,
+        }
+    )
 
 
 def _weights(folder) -> dict:
@@ -51,8 +81,10 @@ def test_held_out_problems_share_no_arithmetic_with_training():
 def test_read_jsonl_names_the_missing_field(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n')
-    with pytest.raises(ConfigError, match=r"bad.jsonl:2 has no 'completion'"): read_jsonl(p)
-    with pytest.raises(ConfigError, match="does not exist"): read_jsonl(tmp_path / "none.jsonl")
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2 has no 'completion'"):
+        read_jsonl(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_jsonl(tmp_path / "none.jsonl")
 
 
 def test_prompt_labels_are_masked_and_do_not_count(setup):
@@ -70,13 +102,15 @@ def test_prompt_labels_are_masked_and_do_not_count(setup):
     lp = torch.log_softmax(logits[0].float(), -1)
     by_hand = -sum(lp[t - 1, ids[0, t]] for t in range(n_prompt, ids.size(1)))
     assert n == ids.size(1) - n_prompt and torch.allclose(loss, by_hand, atol=1e-4)
-    changed = labels.clone(); changed[0, 3] = 7                            # a prompt position, if it were not masked
+    changed = labels.clone()
+    changed[0, 3] = 7  # a prompt position, if it were not masked
     assert not torch.allclose(token_loss_sum(logits, changed)[0], loss)
 
 
 def test_the_prefix_check_fires_on_a_merge_across_the_join():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
+
     bpe = models.BPE({"x": 0, " ": 1, "y": 2, "x ": 3, "x y": 4, "<e>": 5}, [("x", " "), ("x ", "y")])
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(bpe), eos_token="<e>")
     with pytest.raises(PromptBoundaryError, match="not a prefix"):
@@ -92,16 +126,22 @@ def test_new_rows_start_at_the_source_tokens_mean(setup):
     w = model.get_input_embeddings().weight
     assert new == [n, n + 1] and w.shape[0] == n + 2
     assert torch.equal(w[new[0]], w[src].mean(0)) and torch.equal(w[new[1]], w[src].mean(0))
-    assert add_tow_tokens(model, tok) == new and len(tok) == n + 2       # idempotent
+    assert add_tow_tokens(model, tok) == new and len(tok) == n + 2  # idempotent
 
 
 def test_k_micro_batches_equal_one_big_batch(setup):
     runs = {}
     for b, k in ((4, 1), (2, 2), (1, 4)):
-        train_sft(_args(setup, f"acc_b{b}k{k}", per_device_train_batch_size=b, gradient_accumulation_steps=k, max_train_steps=2), bar=False)
+        train_sft(
+            _args(
+                setup, f"acc_b{b}k{k}", per_device_train_batch_size=b, gradient_accumulation_steps=k, max_train_steps=2
+            ),
+            bar=False,
+        )
         runs[(b, k)] = _weights(setup[0] / f"acc_b{b}k{k}")
     for other in ((2, 2), (1, 4)):
-        for name, w in runs[(4, 1)].items(): assert torch.allclose(w, runs[other][name], atol=1e-5), name
+        for name, w in runs[(4, 1)].items():
+            assert torch.allclose(w, runs[other][name], atol=1e-5), name
 
 
 def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup):
@@ -109,20 +149,29 @@ def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup)
     train_sft(straight, bar=False)
     split = _args(setup, "split", max_train_steps=6, checkpointing_steps=3, stop_after_steps=3)
     s = train_sft(split, bar=False)
-    assert s["step"] == 3 and (setup[0] / "split" / "step_3").is_dir() and not (setup[0] / "split" / "model.safetensors").exists()
-    train_sft(_args(setup, "split", max_train_steps=6, checkpointing_steps=3, resume_from_checkpoint="latest"), bar=False)
+    assert (
+        s["step"] == 3
+        and (setup[0] / "split" / "step_3").is_dir()
+        and not (setup[0] / "split" / "model.safetensors").exists()
+    )
+    train_sft(
+        _args(setup, "split", max_train_steps=6, checkpointing_steps=3, resume_from_checkpoint="latest"), bar=False
+    )
     a, b = _weights(setup[0] / "straight"), _weights(setup[0] / "split")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the saved folder reloads through the Auto classes and writes what the last training state writes
     from safetensors.torch import load_file
+
     model, tok = load_model_and_tokenizer(str(setup[0] / "straight"))
-    twin, twin_tok = load_model_and_tokenizer(str(setup[1]))          # the base, grown by the same two tokens...
+    twin, twin_tok = load_model_and_tokenizer(str(setup[1]))  # the base, grown by the same two tokens...
     add_tow_tokens(twin, twin_tok)
-    twin.load_state_dict(load_file(setup[0] / "straight" / "step_6" / "model.safetensors"), strict=False)   # ...then the final training state
+    # ...then the final training state
+    twin.load_state_dict(load_file(setup[0] / "straight" / "step_6" / "model.safetensors"), strict=False)
     twin.tie_weights()
     prompts = [r["prompt"] for r in setup[3][:3]]
     assert generate_completions(model, tok, prompts, 12) == generate_completions(twin, tok, prompts, 12)
-    assert generate_completions(model, tok, prompts, 12, batch_size=1) == generate_completions(model, tok, prompts, 12)   # left padding is harmless
+    # left padding is harmless
+    assert generate_completions(model, tok, prompts, 12, batch_size=1) == generate_completions(model, tok, prompts, 12)
 
 
 def test_keep_last_n_checkpoints(setup):
@@ -135,36 +184,71 @@ def test_two_processes_match_one_at_the_same_global_batch(setup):
     out = setup[0]
     one = _args(setup, "one_proc", per_device_train_batch_size=4, max_train_steps=3)
     train_sft(one, bar=False)
-    sets = [f"--set={k}={v}" for k, v in dict(model_name_or_path=one.model_name_or_path, train_file=one.train_file,
-                                                output_dir=out / "two_procs", per_device_train_batch_size=2, max_train_steps=3,
-                                                learning_rate=one.learning_rate, device="cpu").items()]
+    sets = [
+        f"--set={k}={v}"
+        for k, v in dict(
+            model_name_or_path=one.model_name_or_path,
+            train_file=one.train_file,
+            output_dir=out / "two_procs",
+            per_device_train_batch_size=2,
+            max_train_steps=3,
+            learning_rate=one.learning_rate,
+            device="cpu",
+        ).items()
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "rdtcourse", "sft", "train", *sets],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "rdtcourse", "sft", "train", *sets],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 process(es)" in r.stdout
     a, b = _weights(out / "one_proc"), _weights(out / "two_procs")
-    for k in a: assert torch.allclose(a[k], b[k], atol=1e-5), k
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
 def _cli(*args):
-    return subprocess.run([CLI, "sft", *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [CLI, "sft", *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
 
 
 def test_cli_errors_are_one_line_and_leave_output_alone(setup, tmp_path):
     out, base, files, _, _ = setup
-    dest = tmp_path / "run"; dest.mkdir(); (dest / "config.yaml").write_text("keep me\n")
-    bad_data = tmp_path / "qa.jsonl"; bad_data.write_text('{"question": "a", "answer": "b"}\n')
-    cases = [(["train", f"--set=model_name_or_path={tmp_path / 'nothing'}", f"--set=output_dir={dest}"], "does not exist"),
-             (["train", f"--set=model_name_or_path={base}", f"--set=train_file={bad_data}", f"--set=output_dir={dest}"], "has no 'prompt'"),
-             (["train", f"--set=model_name_or_path={base}", f"--set=train_file={files['tow']}", "--set=max_seq_length=5", f"--set=output_dir={dest}"],
-              "max_seq_length=5"),
-             (["train", "--set=no_such_option=1"], "unknown key 'no_such_option'"),
-             (["generate", "--model", str(tmp_path / "nothing"), "--prompt", "hi"], "does not exist")]
+    dest = tmp_path / "run"
+    dest.mkdir()
+    (dest / "config.yaml").write_text("keep me\n")
+    bad_data = tmp_path / "qa.jsonl"
+    bad_data.write_text('{"question": "a", "answer": "b"}\n')
+    cases = [
+        (["train", f"--set=model_name_or_path={tmp_path / 'nothing'}", f"--set=output_dir={dest}"], "does not exist"),
+        (
+            ["train", f"--set=model_name_or_path={base}", f"--set=train_file={bad_data}", f"--set=output_dir={dest}"],
+            "has no 'prompt'",
+        ),
+        (
+            [
+                "train",
+                f"--set=model_name_or_path={base}",
+                f"--set=train_file={files['tow']}",
+                "--set=max_seq_length=5",
+                f"--set=output_dir={dest}",
+            ],
+            "max_seq_length=5",
+        ),
+        (["train", "--set=no_such_option=1"], "unknown key 'no_such_option'"),
+        (["generate", "--model", str(tmp_path / "nothing"), "--prompt", "hi"], "does not exist"),
+    ]
     for argv, msg in cases:
         r = _cli(*argv)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)
-    assert (dest / "config.yaml").read_text() == "keep me\n" and sorted(p.name for p in dest.iterdir()) == ["config.yaml"]
+    assert (dest / "config.yaml").read_text() == "keep me\n" and sorted(p.name for p in dest.iterdir()) == [
+        "config.yaml"
+    ]
 
 
 def test_cli_generate_and_eval(setup):
