@@ -10,7 +10,8 @@ import time
 import torch
 from rdtcourse.core import get_device, seed_everything
 from rdtcourse.gpt import GPT
-from rdtcourse.training import TrainConfig, make_optimizer
+from rdtcourse.core import make_optimizer, replace_config
+from rdtcourse.training import TrainConfig
 
 
 def main():
@@ -25,12 +26,15 @@ def main():
     for name, cfg in [
         (
             "CPU recipe 4x128, T=64, B=12",
-            TrainConfig(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, dropout=0.0, lr=1e-3),
+            replace_config(
+                TrainConfig(), block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, dropout=0.0, lr=1e-3
+            ),
         ),
         ("brief 6x384, T=256, B=16", TrainConfig()),
     ]:
         model = GPT(cfg.model_config(65)).to(dev)
-        opt = make_optimizer(model, cfg)
+        o = cfg.optim
+        opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
         x = torch.randint(65, (cfg.batch_size, cfg.block_size), device=dev)
         steps = a.steps if "CPU" in name else max(10, a.steps // 20)
         for i in range(a.warmup + steps):

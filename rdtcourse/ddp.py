@@ -14,12 +14,10 @@ __all__ = ['SOURCES', 'SPLITS', 'MODES', 'UNK', 'ARCHS', 'clean_review', 'source
 import hashlib
 import json
 import math
-import shutil
 import time
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -29,12 +27,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import Checkpointer, CheckpointError, ConfigError, Distributed, atomic_write_text, config_dict
-from .core import load_checkpoint, save_checkpoint, save_config, seed_everything
+from .core import Checkpointer, CheckpointError, ConfigError, Distributed, OptimConfig, atomic_path
+from .core import atomic_write_text, config_dict, config_from_dict, load_checkpoint, make_optimizer
+from .core import make_scheduler, save_checkpoint, save_config, seed_everything
 from .data import load_kr3, load_records, load_tokens, read_meta
 from .tokenizer import EOT, CharTokenizer, encode_corpus, load_tokenizer, train_bpe
 from .gpt import GPT, GPTConfig, MLP, generate
-from .training import make_optimizer, make_scheduler
 
 # %% ../nbs/10_ddp.ipynb #23b8f4e7
 SOURCES = ("nsmc", "kr3")  # review sources `load_reviews` knows
@@ -172,10 +170,8 @@ def tokenize_reviews(
         tok, name = _subword_tokenizer(model_name, texts["train"], vocab_size)
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {name!r} has no end-of-text token to separate the reviews")
-    tmp = out.parent / f".{mode}.tmp"  # written beside, moved into place when complete and checked
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_path(out) as tmp:  # the files appear together when complete, never beside another tokenizer's
+        tmp.mkdir()
         stats = {"mode": mode, "tokenizer": name, "vocab_size": len(tok)}
         for s in SPLITS:
             r = encode_corpus(
@@ -194,10 +190,6 @@ def tokenize_reviews(
             tok.save(tmp / "tokenizer.json")
         else:
             tok.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)  # never token files beside another tokenizer's
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     stats["train_chunks"] = (stats["train_tokens"] - 1) // chunk_size
     return stats
 
@@ -339,103 +331,109 @@ def evaluate_lm(
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "tokens": int(count)}
 
 # %% ../nbs/10_ddp.ipynb #91358c79
+def _kr_optim() -> OptimConfig:
+    "The brief's train.py schedule (lr, epochs), and what a run on more than one process needs."
+    return OptimConfig(
+        lr=1e-3,  # peak AdamW learning rate, after warm-up
+        min_lr_ratio=0.1,  # the cosine decay ends at lr x 0.1
+        warmup_ratio=0.05,
+        weight_decay=0.1,
+        beta2=0.95,
+        grad_clip=1.0,
+        epochs=1,  # passes over the (n_tokens-capped) training chunks
+        eval_interval=0,  # validations at the end of each epoch only
+        save_interval=100,  # resume points every 100 steps, and at each epoch's end
+        keep_last=2,
+        out_dir="",  # checkpoints; empty: <model_path without .pt>_ckpt/
+        seed=1337,  # seeds the weights, the shuffle and the dropout
+    )
+
+
 @dataclass
 class KRTrainConfig:
-    # the brief's train.py arguments, with its defaults
+    "The brief's train.py arguments, with its defaults; how the job optimises, saves and logs is `optim`."
+
     arch: str = "decoder"  # "decoder" (transformer: chapter 3's Block) or "ffn" (MLP-only baseline)
     data_dir: str = "data"  # load_reviews' folder; the token files are in data_dir/tokens/<mode>
     batch_size: int = 64  # chunks per process and micro-step (the global batch is batch_size x processes x grad_accum)
-    epochs: int = 1  # passes over the (n_tokens-capped) training chunks
     chunk_size: int = 256  # tokens per chunk = the context length
     d_model: int = 256  # width of every token's vector
     d_ffn: int = 1024  # hidden width of the MLPs
     n_layers: int = 6  # blocks (decoder) or residual MLPs (ffn)
     dropout: float = 0.1  # dropout (0 makes runs comparable across process counts: see the equivalence test)
-    lr: float = 1e-3  # peak AdamW learning rate, after warm-up
     mode: str = "tokenizer"  # which token files: "tokenizer" (subwords) or "manual" (syllables)
     nhead: Optional[int] = None  # attention heads (None: d_model / 64)
     n_tokens: float = 30  # train on at most this many million tokens per epoch (all processes together)
-    # beyond the brief: what a run on more than one process needs
-    grad_accum: int = 1  # micro-steps per optimizer step; DDP all-reduces only on the last one
-    warmup_ratio: float = 0.05  # fraction of the steps spent warming the learning rate up
-    min_lr_ratio: float = 0.1  # the cosine decay ends at lr x this
-    weight_decay: float = 0.1  # AdamW weight decay on matrices
-    grad_clip: float = 1.0  # clip the global gradient norm (0: off)
-    eval_interval: int = 0  # steps between validations (0: at the end of each epoch only)
     val_tokens: float = 0.5  # million validation tokens per validation (0: all)
-    save_every: int = 100  # steps between checkpoints (resume points)
-    keep_last: int = 2  # numbered checkpoints kept
-    stop_at: int = 0  # stop after this step, to continue later by running again (0: run to the end)
     model_path: str = "output/gpt_model_ddp.pt"  # the trained model; checkpoints go to <model_path without .pt>_ckpt/
-    seed: int = 1337  # seeds the weights, the shuffle and the dropout
-    device: str = "auto"  # auto, cpu, cuda (under torchrun: one GPU per process)
     threads: int = 0  # CPU threads per process (0: the cores shared out over the processes)
-    tensorboard: bool = True  # TensorBoard scalars in the checkpoint folder
+    optim: OptimConfig = field(default_factory=_kr_optim)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
-            raise ValueError(f"arch {self.arch!r} must be one of {', '.join(ARCHS)}")
+            raise ConfigError(f"arch {self.arch!r} must be one of {', '.join(ARCHS)}")
         if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
-        for k in ("batch_size", "epochs", "chunk_size", "d_model", "d_ffn", "n_layers", "grad_accum", "save_every"):
+            raise ConfigError(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
+        for k in ("batch_size", "chunk_size", "d_model", "d_ffn", "n_layers"):
             if getattr(self, k) < 1:
-                raise ValueError(f"{k}={getattr(self, k)} must be at least 1")
-        for k in ("eval_interval", "stop_at", "keep_last", "threads", "weight_decay", "grad_clip", "val_tokens"):
+                raise ConfigError(f"{k}={getattr(self, k)} must be at least 1")
+        for k in ("threads", "val_tokens"):
             if getattr(self, k) < 0:
-                raise ValueError(f"{k}={getattr(self, k)} must not be negative")
+                raise ConfigError(f"{k}={getattr(self, k)} must not be negative")
         if self.n_tokens <= 0:
-            raise ValueError(f"n_tokens={self.n_tokens} (million tokens per epoch) must be positive")
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be positive")
+            raise ConfigError(f"n_tokens={self.n_tokens} (million tokens per epoch) must be positive")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+            raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
         if self.nhead is not None and (self.nhead < 1 or self.d_model % self.nhead):
-            raise ValueError(f"nhead={self.nhead} must be a positive divisor of d_model={self.d_model}")
+            raise ConfigError(f"nhead={self.nhead} must be a positive divisor of d_model={self.d_model}")
 
     @property
     def ckpt_dir(self) -> Path:
+        "Where the numbered checkpoints go: optim.out_dir, or beside the model as <model_path without .pt>_ckpt/."
+        if self.optim.out_dir:
+            return Path(self.optim.out_dir)
         return Path(self.model_path).parent / (Path(self.model_path).stem + "_ckpt")
 
 # %% ../nbs/10_ddp.ipynb #410fd066
 _SHAPE_KEYS = ("arch", "mode", "chunk_size", "d_model", "d_ffn", "n_layers", "nhead")
-_RUN_KEYS = _SHAPE_KEYS + (
-    "batch_size",
-    "grad_accum",
-    "epochs",
-    "n_tokens",
-    "lr",
-    "warmup_ratio",
-    "min_lr_ratio",
-    "data_dir",
-    "seed",
+_RUN_KEYS = _SHAPE_KEYS + ("batch_size", "n_tokens", "data_dir")
+_RUN_KEYS += tuple(
+    f"optim.{k}" for k in ("grad_accum", "epochs", "max_steps", "lr", "warmup_ratio", "min_lr_ratio", "seed")
 )
+
+
+def _get(cfg, key: str):
+    "A dotted key's value: `_get(cfg, 'optim.lr')`."
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def steps_per_epoch(n_chunks: int, cfg: KRTrainConfig, world_size: int = 1) -> int:
     """Optimizer steps in one epoch: every process takes batch_size x grad_accum chunks a step from its share of the
     n_chunks (DistributedSampler, drop_last), and n_tokens caps the tokens the processes see together."""
-    per_step = cfg.batch_size * cfg.grad_accum  # chunks per process and step
+    per_step = cfg.batch_size * cfg.optim.grad_accum  # chunks per process and step
     full = (n_chunks // world_size) // per_step
     if full < 1:
         raise ValueError(
             f"{n_chunks:,} training chunks of {cfg.chunk_size} tokens cannot give {world_size} process(es) one step of "
-            f"batch_size={cfg.batch_size} x grad_accum={cfg.grad_accum}; "
+            f"batch_size={cfg.batch_size} x grad_accum={cfg.optim.grad_accum}; "
             "use fewer processes, a smaller batch or chunk_size"
         )
     cap = int(cfg.n_tokens * 1e6) // (per_step * world_size * cfg.chunk_size)
     return max(1, min(full, cap))
 
 
-def train_kr(cfg: KRTrainConfig, bar: bool = True) -> dict:
+def train_kr(cfg: KRTrainConfig, bar: bool = True, checkpoint=None) -> dict:
     """The brief's train.py: train `cfg.arch` on the review chunks, in one process or in each of torchrun's (DDP);
     a summary of the run."""
-    with Distributed(cfg.device, threads=cfg.threads or None) as dist:  # the clean shutdown on every rank at the end
-        return _train_kr(cfg, dist, bar)
+    with Distributed(
+        cfg.optim.device, threads=cfg.threads or None
+    ) as dist:  # the clean shutdown on every rank at the end
+        return _train_kr(cfg, dist, bar, checkpoint)
 
 
-def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
+def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None) -> dict:
     tdir = token_dir(cfg.data_dir, cfg.mode)
     if not (tdir / "train.bin").is_file():
         raise FileNotFoundError(
@@ -446,23 +444,22 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
     ds = Chunks(train_tokens, cfg.chunk_size)
     # a too-short validation file fails now, not after an epoch
     Chunks(val_tokens, cfg.chunk_size)
-    W, C, B, A = dist.world_size, cfg.chunk_size, cfg.batch_size, cfg.grad_accum
+    o = cfg.optim
+    W, C, B, A = dist.world_size, cfg.chunk_size, cfg.batch_size, o.grad_accum
     per_epoch = steps_per_epoch(len(ds), cfg, W)
-    total = per_epoch * cfg.epochs
-    seed_everything(cfg.seed)  # the same initial weights on every rank
+    total = o.total_steps(per_epoch)
+    seed_everything(o.seed)  # the same initial weights on every rank
     mcfg = model_config(vocab, C, cfg.d_model, cfg.d_ffn, cfg.n_layers, cfg.nhead, cfg.dropout)
     model = build_model(cfg.arch, mcfg).to(dist.device)
-    seed_everything(cfg.seed + dist.rank)  # then each rank its own dropout masks
-    opt = make_optimizer(model, SimpleNamespace(lr=cfg.lr, weight_decay=cfg.weight_decay, beta1=0.9, beta2=0.95))
-    sched = make_scheduler(opt, int(cfg.warmup_ratio * total), total, cfg.lr * cfg.min_lr_ratio, cfg.lr)
-    ck = Checkpointer(cfg.ckpt_dir, keep_last=cfg.keep_last, metric="val_loss")
-    step, path = 0, ck.latest()
-    if path is not None:  # running the same command again resumes
+    seed_everything(o.seed + dist.rank)  # then each rank its own dropout masks
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
+    sched = make_scheduler(opt, o.warmup(total), total, o.final_lr(), o.lr)
+    ck = Checkpointer(cfg.ckpt_dir, keep_last=o.keep_last, metric="val_loss", dist=dist, seed=o.seed)
+    step, path = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in the folder
+    if path is not None:
         state = load_checkpoint(path)
-        saved = state.get("config", {})
-        changed = [
-            f"{k} {saved[k]} -> {getattr(cfg, k)}" for k in _RUN_KEYS if k in saved and saved[k] != getattr(cfg, k)
-        ]
+        saved = config_from_dict(KRTrainConfig, state.get("config", {}))
+        changed = [f"{k} {_get(saved, k)} -> {_get(cfg, k)}" for k in _RUN_KEYS if _get(saved, k) != _get(cfg, k)]
         # steps and schedule depend on it
         if state.get("processes", W) != W:
             changed.append(f"processes {state['processes']} -> {W}")
@@ -471,13 +468,12 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
                 f"{ck.out_dir} holds a run with other settings ({', '.join(changed)}); "
                 f"use another --model_path, or delete that folder to start again"
             )
-        ck.resume(model, opt, sched, path=path, state=state)
+        ck.resume(model, opt, sched, path=path, state=state)  # every rank gets its own random streams back
         step = int(state["step"])
-        dist.restore_rng(state.get("extra", {}).get("rng_ranks"), cfg.seed, step)  # every rank its own stream again
     ddp_model = dist.wrap(model)  # DDP: rank 0's weights copied to all, gradients averaged in backward
     # every rank shuffles the same permutation (seed + epoch) and takes every W-th chunk of it: disjoint shares
     sampler = torch.utils.data.DistributedSampler(
-        ds, num_replicas=W, rank=dist.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        ds, num_replicas=W, rank=dist.rank, shuffle=True, seed=o.seed, drop_last=True
     )
     fields = {
         "arch": cfg.arch,
@@ -485,12 +481,12 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
         "processes": W,
         "tokenizer": str(tdir / "tokenizer.json"),
     }  # all a checkpoint needs to be used on its own
-    end = min(total, cfg.stop_at) if cfg.stop_at else total
+    end = min(total, o.stop_at) if o.stop_at else total
     dist.print(
-        f"resuming {cfg.arch} from step {step} of {total} ({path.name})"
+        f"resuming {cfg.arch} from step {step} of {total} ({Path(path).name})"
         if step
         else f"training {cfg.arch}: {model.num_params():,} parameters, {len(ds):,} chunks of {C} tokens, {per_epoch} "
-        f"steps per epoch x {cfg.epochs}, global batch {B * A * W} chunks ({W} process(es) x {B} x {A} micro-steps), "
+        f"steps per epoch x {o.epochs}, global batch {B * A * W} chunks ({W} process(es) x {B} x {A} micro-steps), "
         f"device {dist.device}"
     )
     if dist.is_main:
@@ -502,7 +498,7 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
     if step >= end:
         dist.print(f"nothing to do: {ck.out_dir} is already at step {step} of {total}")
     with dist.logger(
-        ck.out_dir, total=total, initial=step, desc=f"kr {cfg.arch}", tensorboard=cfg.tensorboard, config=cfg, bar=bar
+        ck.out_dir, total=total, initial=step, desc=f"kr {cfg.arch}", tensorboard=o.tensorboard, config=cfg, bar=bar
     ) as log:
         while step < end:
             epoch, skip = divmod(step, per_epoch)
@@ -519,8 +515,8 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
                         # the micro-steps' gradients add up to their mean
                         (loss / A).backward()
                     window += loss.item() / A
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if o.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 lr_now = sched.get_last_lr()[0]
@@ -530,11 +526,11 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
                 tokens += B * A * W * C
                 losses.append(window)
                 log.progress(step, loss=window, lr=lr_now, epoch=epoch + 1)
-                if step % 10 == 0:
+                if step % o.log_interval == 0:
                     log.log(step, **{"train/loss": dist.all_reduce(window), "lr": lr_now})
                 epoch_end = step % per_epoch == 0
                 metrics = {}
-                if epoch_end or step == end or (cfg.eval_interval and step % cfg.eval_interval == 0):
+                if epoch_end or step == end or (o.eval_interval and step % o.eval_interval == 0):
                     last = evaluate_lm(model, val_tokens, C, B, cfg.val_tokens or None, dist)
                     metrics = {"val_loss": last["loss"], "val_ppl": last["ppl"]}
                     log.log(step, **{"val/loss": last["loss"], "val/ppl": last["ppl"]})
@@ -542,22 +538,8 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
                         f"step {step}: train loss {window:.4f}, validation loss {last['loss']:.4f} (perplexity "
                         f"{last['ppl']:.1f})"
                     )
-                if epoch_end or step == end or step % cfg.save_every == 0:
-                    # collective: every rank takes part, rank 0 writes
-                    rngs = dist.gather_rng()
-                    if dist.is_main:
-                        ck.save(
-                            model,
-                            opt,
-                            sched,
-                            step=step,
-                            config=cfg,
-                            metrics=metrics,
-                            extra={"rng_ranks": rngs},
-                            **fields,
-                        )
-                    # nobody goes on (or exits) before the file is complete
-                    dist.barrier()
+                if epoch_end or step == end or (o.save_interval and step % o.save_interval == 0):
+                    ck.save(model, opt, sched, step=step, config=cfg, metrics=metrics, **fields)  # on every rank
                 if step == end:
                     break
     # the brief's output/gpt_model_ddp.pt
@@ -593,10 +575,11 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool) -> dict:
     return summary
 
 # %% ../nbs/10_ddp.ipynb #cce7752a
-def load_kr_model(model_path, arch: str | None = None, device=None, **expected):
-    """(model in eval mode, checkpoint dict) from `model_path` (the final model or any numbered checkpoint of
+def load_kr_model(model_path, arch: str | None = None, device=None, data_dir=None, mode=None, **expected):
+    """(model in eval mode, tokenizer, KRTrainConfig) from `model_path` (the final model or any numbered checkpoint of
     `train_kr`). The architecture comes from the checkpoint; `arch` and `expected` shape arguments (d_model=...,
-    None = don't care) must match it, or a one-line error says which does not."""
+    None = don't care) and `mode` must match it, or a one-line error says which does not. The tokenizer is the one
+    the model was trained with, from `data_dir` (default: the run's)."""
     state = load_checkpoint(model_path)
     if "model_config" not in state or "arch" not in state:
         raise CheckpointError(f"{model_path} is not a model written by `rdtcourse kr train`")
@@ -609,9 +592,18 @@ def load_kr_model(model_path, arch: str | None = None, device=None, **expected):
     ]
     if wrong:
         raise ValueError(f"the checkpoint's shape does not match the arguments: {', '.join(wrong)}")
+    cfg = config_from_dict(KRTrainConfig, state.get("config", {}), source=str(model_path))
+    if mode is not None and mode != cfg.mode:
+        raise ValueError(f"--mode {mode} does not match {model_path}, which was trained on {cfg.mode} tokens")
+    tok = load_kr_tokenizer(data_dir or cfg.data_dir, cfg.mode)
+    if len(tok) != mc["vocab_size"]:
+        raise ValueError(
+            f"the tokenizer in {token_dir(data_dir or cfg.data_dir, cfg.mode)} has {len(tok):,} tokens but the model "
+            f"was trained with {mc['vocab_size']:,}"
+        )
     model = build_model(state["arch"], GPTConfig(**mc))
     model.load_state_dict(state["model"])
-    return model.to(device or "cpu").eval(), state
+    return model.to(device or "cpu").eval(), tok, cfg
 
 
 def predict(
@@ -678,24 +670,16 @@ def ngram_losses(
 
 
 def _model_data(model_path, data_dir, mode, split: str, arch=None, **shape):
-    """(model, tokenizer, token array of `split`, checkpoint) for a trained model;
+    """(model, tokenizer, token array of `split`, KRTrainConfig) for a trained model;
     data_dir and mode default to the model's."""
-    model, state = load_kr_model(model_path, arch, **shape)
-    saved = state["config"]
-    if mode is not None and mode != saved["mode"]:
-        raise ValueError(f"--mode {mode} does not match {model_path}, which was trained on {saved['mode']} tokens")
-    d = token_dir(data_dir or saved["data_dir"], saved["mode"])
+    model, tok, cfg = load_kr_model(model_path, arch, data_dir=data_dir, mode=mode, **shape)
+    d = token_dir(data_dir or cfg.data_dir, cfg.mode)
     if not (d / f"{split}.bin").is_file():
         raise FileNotFoundError(
-            f"no {split}.bin in {d}; run `rdtcourse kr tokenize --data_dir {data_dir or saved['data_dir']} --mode "
-            f"{saved['mode']}` first"
+            f"no {split}.bin in {d}; run `rdtcourse kr tokenize --data_dir {data_dir or cfg.data_dir} --mode "
+            f"{cfg.mode}` first"
         )
-    tok = load_kr_tokenizer(d.parent.parent, saved["mode"])
-    if len(tok) != model.cfg.vocab_size:
-        raise ValueError(
-            f"the tokenizer in {d} has {len(tok):,} tokens but the model was trained with {model.cfg.vocab_size:,}"
-        )
-    return model, tok, load_tokens(d / f"{split}.bin"), state
+    return model, tok, load_tokens(d / f"{split}.bin"), cfg
 
 
 def validate_model(
@@ -709,8 +693,8 @@ def validate_model(
 ) -> dict:
     """The brief's validation.py: loss and perplexity of a trained model on the validation tokens
     (the first n_tokens million)."""
-    model, _, tokens, state = _model_data(model_path, data_dir, mode, "validation", arch, **shape)
-    return {"arch": state["arch"], **evaluate_lm(model, tokens, model.cfg.block_size, batch_size, n_tokens)}
+    model, _, tokens, cfg = _model_data(model_path, data_dir, mode, "validation", arch, **shape)
+    return {"arch": cfg.arch, **evaluate_lm(model, tokens, model.cfg.block_size, batch_size, n_tokens)}
 
 
 def test_model(
@@ -726,12 +710,12 @@ def test_model(
 ) -> dict:
     """The brief's test.py: loss and perplexity on the held-out test tokens (with a 95% bootstrap interval over chunks),
     and `samples` test reviews cut in half: the model's continuation of the first half beside the real second half."""
-    model, tok, tokens, state = _model_data(model_path, data_dir, mode, "test", arch, **shape)
+    model, tok, tokens, cfg = _model_data(model_path, data_dir, mode, "test", arch, **shape)
     from rdtcourse.core import bootstrap_ci
 
     per_chunk = chunk_losses(model, tokens, model.cfg.block_size, batch_size)
     mean, lo, hi = bootstrap_ci(per_chunk)
-    reviews = read_split(data_dir or state["config"]["data_dir"], "test")[:samples]
+    reviews = read_split(data_dir or cfg.data_dir, "test")[:samples]
     rows = []
     for r in reviews:
         ids = tok.encode(r)
@@ -745,7 +729,7 @@ def test_model(
             }
         )
     return {
-        "arch": state["arch"],
+        "arch": cfg.arch,
         "loss": mean,
         "loss_lo": lo,
         "loss_hi": hi,

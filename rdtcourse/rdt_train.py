@@ -15,23 +15,24 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .core import Checkpointer, CheckpointError, ConfigError, Distributed, get_device, load_checkpoint
-from .core import load_config, save_config, seed_everything, PRESETS_DIR
+from .core import Checkpointer, CheckpointError, ConfigError, Distributed, OptimConfig, config_from_dict
+from .core import get_device, load_checkpoint, load_config, make_optimizer, make_scheduler, save_config
+from .core import seed_everything, PRESETS_DIR
 from .data import load_text, load_tokens, load_wikitext, read_meta
 from .tokenizer import encode_corpus, load_tokenizer, train_wordpiece
-from .training import make_optimizer, make_scheduler
 from .rdt import RDT, RDTModelConfig, MaskingStrategy, RECON_ON, chain_loss, mask_predict, mlm_loss
 from .rdt import random_mask
 
 # %% ../nbs/06_rdt_train.ipynb #db08d684
 @dataclass
 class RDTTrainingConfig:
+    "How RDT trains: its chains, masking and losses (how it optimises, saves and logs is `RDTConfig.optim`)."
+
     max_chain_length: int = 5  # trained steps per chain: 3 fast and light, 5 balanced, 8 long and memory-hungry
     total_steps: int = 10  # noise levels T (100% -> 0% masked): 5 coarse and fast, 10 balanced, 20 fine
     masking: str = "linear"  # masking schedule: linear, exponential, random or scheduled
@@ -47,27 +48,12 @@ class RDTTrainingConfig:
     # conditioned models: fraction of training over which the true level's share falls from 1 to 0
     true_level_decay: float = 1.0
     batch_size: int = 32  # segments per optimizer step (16 if memory is short)
-    learning_rate: float = 1e-4  # peak AdamW learning rate (5e-5 if training is unstable; 1e-3 for small CPU models)
-    min_lr_ratio: float = 0.1  # the cosine decay ends at learning_rate x this
-    weight_decay: float = 0.01  # AdamW weight decay on matrices
-    warmup_ratio: float = 0.1  # fraction of the steps spent warming up (0.2 if unstable)
-    max_grad_norm: float = 1.0  # gradient clipping (0.5 for stronger clipping)
     loss_weight_recon: float = 1.0  # weight of the reconstruction loss
     loss_weight_gate: float = 1.0  # weight of the gate loss (0.1 if the gate converges too fast, 2.0 if it does not)
-    num_epochs: int = 10  # passes over the training tokens (an epoch = tokens / max_seq_length segments)
-    max_train_steps: int = 0  # stop after this many optimizer steps in all (0: num_epochs decides)
     # cap on the steps of an epoch (0: one pass over the tokens); for quick runs and huge corpora
     steps_per_epoch: int = 0
     eval_batches: int = 20  # validation batches per evaluation
     eval_threshold: float = 0.05  # gate threshold for the validation exact-match
-    save_every_n_epochs: int = 1  # numbered checkpoint every this many epochs
-    keep_last_n_checkpoints: int = 3  # numbered checkpoints kept (best_model.pt is kept apart)
-    log_interval: int = 10  # steps between train/* scalars
-    checkpoint_dir: str = "checkpoints"  # best_model.pt, checkpoint_epoch_*_step_*.pt, config.yaml, tokenizer, logs
-    seed: int = 42  # seeds python, numpy and torch
-    device: str = "auto"  # auto (cuda -> mps -> cpu), cpu, cuda, cuda:N, mps
-    tensorboard: bool = True  # TensorBoard scalars under checkpoint_dir/tb (tensorboard --logdir checkpoint_dir)
-    wandb: bool = False  # also log to Weights & Biases (pip install 'rdtcourse[wandb]')
 
 
 @dataclass
@@ -82,11 +68,48 @@ class RDTDataConfig:
     pin_memory: bool = False  # pinned host memory for faster copies to a GPU
 
 
+def _rdt_optim() -> OptimConfig:
+    "The guide's optimisation settings (its names, mapped by `ALIASES`: learning_rate, num_epochs, checkpoint_dir...)."
+    return OptimConfig(
+        lr=1e-4,  # 5e-5 if training is unstable; 1e-3 for small CPU models
+        min_lr_ratio=0.1,  # the cosine decay ends at lr x 0.1
+        weight_decay=0.01,
+        warmup_ratio=0.1,  # 0.2 if unstable
+        grad_clip=1.0,  # 0.5 for stronger clipping
+        epochs=10,  # an epoch = tokens / max_seq_length segments
+        keep_last=3,
+        out_dir="checkpoints",  # best.pt, ckpt_step_*.pt, config.yaml, tokenizer/, log.jsonl, tb/
+        seed=42,
+    )
+
+
 @dataclass
 class RDTConfig:
     model: RDTModelConfig = field(default_factory=RDTModelConfig)
     training: RDTTrainingConfig = field(default_factory=RDTTrainingConfig)
     data: RDTDataConfig = field(default_factory=RDTDataConfig)
+    optim: OptimConfig = field(default_factory=_rdt_optim)  # validates at each epoch's end and checkpoints there
+
+    def __post_init__(self):
+        t = self.training
+        try:
+            MaskingStrategy(t.masking, t.total_steps)  # validates the name and the number of steps
+        except ValueError as e:
+            raise ConfigError(f"training.masking={t.masking!r}: {e}") from None
+        for k in ("batch_size", "max_chain_length", "eval_batches"):
+            if getattr(t, k) < 1:
+                raise ConfigError(f"training.{k}={getattr(t, k)} must be at least 1")
+        # one step per batch, validation and a checkpoint at each epoch's end
+        self.optim.check_unused("rdt-train", "grad_accum", "eval_interval", "save_interval", "stop_at")
+        if t.recon_on not in RECON_ON:
+            raise ConfigError(f"training.recon_on={t.recon_on!r} must be 'revealed' or 'masked'")
+        if t.objective not in OBJECTIVES:
+            raise ConfigError(f"training.objective={t.objective!r} must be one of {', '.join(OBJECTIVES)}")
+        for k in ("chain_start_warmup", "level_warmup", "true_level_decay"):
+            if not 0 <= getattr(t, k) <= 1:
+                raise ConfigError(f"training.{k}={getattr(t, k)} must be in [0, 1]")
+        if self.data.max_seq_length < 8:
+            raise ConfigError(f"data.max_seq_length={self.data.max_seq_length} must be at least 8")
 
 
 RDT_PRESETS = PRESETS_DIR / "rdt"
@@ -96,26 +119,7 @@ OBJECTIVES = ("chain", "mlm")
 def load_rdt_config(preset: str | None = None, config=None, override=None, sets=()) -> RDTConfig:
     """An `RDTConfig` from a packaged preset (base, experiment, small, medium, large, cpu)
     and/or YAML files and key=value sets."""
-    cfg = load_config(RDTConfig, preset=preset, config=config, override=override, sets=sets, presets_dir=RDT_PRESETS)
-    t = cfg.training
-    MaskingStrategy(t.masking, t.total_steps)  # validates the name and the number of steps
-    for k in ("batch_size", "num_epochs", "max_chain_length", "eval_batches", "log_interval", "save_every_n_epochs"):
-        if getattr(t, k) < 1:
-            raise ConfigError(f"training.{k}={getattr(t, k)} must be at least 1")
-    if t.learning_rate <= 0:
-        raise ConfigError(f"training.learning_rate={t.learning_rate} must be positive")
-    if not 0 <= t.warmup_ratio < 1:
-        raise ConfigError(f"training.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
-    if t.recon_on not in RECON_ON:
-        raise ConfigError(f"training.recon_on={t.recon_on!r} must be 'revealed' or 'masked'")
-    if t.objective not in OBJECTIVES:
-        raise ConfigError(f"training.objective={t.objective!r} must be one of {', '.join(OBJECTIVES)}")
-    for k in ("chain_start_warmup", "level_warmup", "true_level_decay"):
-        if not 0 <= getattr(t, k) <= 1:
-            raise ConfigError(f"training.{k}={getattr(t, k)} must be in [0, 1]")
-    if cfg.data.max_seq_length < 8:
-        raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} must be at least 8")
-    return cfg
+    return load_config(RDTConfig, preset=preset, config=config, override=override, sets=sets, presets_dir=RDT_PRESETS)
 
 # %% ../nbs/06_rdt_train.ipynb #88c40f6c
 _SEPARATORS = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
@@ -263,27 +267,25 @@ def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device,
 
 # %% ../nbs/06_rdt_train.ipynb #97096665
 def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
-    """Train RDT as `cfg` says (resuming from `checkpoint` if given), in one process or in each of torchrun's;
-    a summary with losses, steps, timings and paths."""
-    with Distributed(cfg.training.device) as dist:  # torchrun's ranks, or a single process; a clean shutdown on exit
+    """Train RDT as `cfg` says, in one process or in each of torchrun's; a summary with losses, steps, timings and
+    paths. It resumes from the newest checkpoint in `cfg.optim.out_dir`, or from `checkpoint` if given."""
+    with Distributed(cfg.optim.device) as dist:  # torchrun's ranks, or a single process; a clean shutdown on exit
         return _train_rdt(cfg, dist, checkpoint, bar)
 
 
 def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict:
-    t, d = cfg.training, cfg.data
+    t, d, o = cfg.training, cfg.data, cfg.optim
     device = dist.device
-    seed_everything(t.seed)  # the same initial weights on every rank
+    seed_everything(o.seed)  # the same initial weights on every rank
     if dist.is_main:
         prepare_rdt_data(d)  # rank 0 tokenizes; the others then read its cache
     dist.barrier()
     tok, train_tokens, val_tokens = prepare_rdt_data(d)
     model = RDT.from_config(cfg.model, len(tok), tok.mask_token_id, d.max_seq_length).to(device)
     if dist.enabled:
-        seed_everything(t.seed + dist.rank)  # then each rank its own masks and chains
-    opt = make_optimizer(
-        model, SimpleNamespace(lr=t.learning_rate, weight_decay=t.weight_decay, beta1=0.9, beta2=0.999)
-    )
-    train_ds = RandomSegments(train_tokens, d.max_seq_length, seed=t.seed)
+        seed_everything(o.seed + dist.rank)  # then each rank its own masks and chains
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
+    train_ds = RandomSegments(train_tokens, d.max_seq_length, seed=o.seed)
     steps_per_epoch = len(train_ds) // (t.batch_size * dist.world_size)  # batch_size segments per rank and step
     if t.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.steps_per_epoch)
@@ -292,24 +294,12 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
             f"training.batch_size={t.batch_size} x {dist.world_size} process(es) "
             f"is more than the {len(train_ds)} segments of an epoch"
         )
-    total = t.num_epochs * steps_per_epoch
-    if t.max_train_steps:
-        total = min(total, t.max_train_steps)
-    warmup = int(t.warmup_ratio * total)
-    sched = (
-        make_scheduler(opt, warmup, total, t.learning_rate * t.min_lr_ratio, t.learning_rate)
-        if total > warmup
-        else None
-    )
-    out = Path(t.checkpoint_dir)
-    ck = Checkpointer(
-        out,
-        keep_last=t.keep_last_n_checkpoints,
-        metric="val_loss",
-        template="checkpoint_epoch_{epoch}_step_{step}.pt",
-        best_name="best_model.pt",
-    )
-    step = 0
+    total = o.total_steps(steps_per_epoch)
+    warmup = o.warmup(total)
+    sched = make_scheduler(opt, warmup, total, o.final_lr(), o.lr) if total > warmup else None
+    out = Path(o.out_dir)
+    ck = Checkpointer(out, keep_last=o.keep_last, metric="val_loss", dist=dist, seed=o.seed)
+    step, checkpoint = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in out_dir
     if checkpoint:
         state = load_checkpoint(checkpoint)
         saved = state.get("config", {}).get("model")
@@ -324,13 +314,8 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
                 f"checkpoint {checkpoint} was trained with another vocabulary than data.tokenizer={d.tokenizer!r} "
                 f"gives (the ids would mean other pieces); use the tokenizer it was trained with"
             )
-        ck.resume(model, opt, sched, path=checkpoint, state=state)
+        ck.resume(model, opt, sched, path=checkpoint, state=state)  # every rank gets its own random streams back
         step = int(state["step"])
-        if dist.enabled and not dist.restore_rng(state.get("extra", {}).get("rng_ranks"), t.seed, step):
-            dist.print(
-                "the checkpoint was written by another number of processes: "
-                "masks from here differ from an uninterrupted run"
-            )
     if dist.is_main:
         save_config(cfg, out)
         tok.save_pretrained(out / "tokenizer")  # inference needs only this folder
@@ -344,10 +329,10 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
         + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     )
     loader_gen = torch.Generator()  # the loader must not draw from the global RNG
-    last, t0 = {}, time.time()
+    last, t0, start = {}, time.time(), step
     W, r = dist.world_size, dist.rank
     with dist.logger(
-        out, total=total, initial=step, desc="rdt", tensorboard=t.tensorboard, wandb=t.wandb, config=cfg, bar=bar
+        out, total=total, initial=step, desc="rdt", tensorboard=o.tensorboard, wandb=o.wandb, config=cfg, bar=bar
     ) as log:
         while step < total:
             epoch, skip = divmod(step, steps_per_epoch)
@@ -390,15 +375,15 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
                 cl.total.backward()
                 # RDT trains through its chain methods, not forward: DDP by hand
                 dist.average_grads(model)
-                if t.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                if o.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
                 opt.step()
                 lr = opt.param_groups[0]["lr"]
                 if sched is not None:
                     sched.step()
                 step += 1
                 log.progress(step, loss=cl.total.item(), recon=cl.recon.item(), gate=cl.gate.item(), epoch=epoch + 1)
-                if step % t.log_interval == 0:
+                if step % o.log_interval == 0:
                     log.log(
                         step,
                         **{
@@ -418,26 +403,17 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
                     f"gate {last['gate_loss']:.4f}), exact match at 50% {last['exact_match']:.3f} "
                     f"in {last['avg_steps']:.1f} steps"
                 )
-                if e % t.save_every_n_epochs == 0 or step == total:
-                    rngs = dist.gather_rng()  # collective: every rank takes part, rank 0 writes
-                    if dist.is_main:
-                        ck.save(
-                            model,
-                            opt,
-                            sched,
-                            step=step,
-                            config=cfg,
-                            epoch=e,
-                            loss=last["total_loss"],
-                            metrics={"val_loss": last["total_loss"], **{f"val_{k}": v for k, v in last.items()}},
-                            extra={"rng_ranks": rngs} if dist.enabled else None,
-                        )
-                    dist.barrier()
+                metrics = {"val_loss": last["total_loss"], **{f"val_{k}": v for k, v in last.items()}}
+                ck.save(model, opt, sched, step=step, config=cfg, epoch=e, loss=last["total_loss"], metrics=metrics)
     seconds = time.time() - t0
-    dist.print(
-        f"trained to step {step} in {seconds:.0f}s; val loss {last.get('total_loss', float('nan')):.4f}; "
-        f"best {ck.best_value if ck.best_value is not None else float('nan'):.4f} in {ck.best_path}"
-    )
+    best = ck.best_value if ck.best_value is not None else float("nan")
+    if step == start:
+        dist.print(f"nothing to do: {out} is already at step {step} of {total}")
+    else:
+        dist.print(
+            f"trained to step {step} in {seconds:.0f}s; val loss {last.get('total_loss', float('nan')):.4f}; "
+            f"best {best:.4f} in {ck.best_path}"
+        )
     return {
         "step": step,
         "epochs": step / steps_per_epoch,
@@ -446,7 +422,7 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
         "processes": W,
         **{f"val_{k}": v for k, v in last.items()},
         "best": str(ck.best_path),
-        "checkpoint_dir": str(out),
+        "out_dir": str(out),
     }
 
 # %% ../nbs/06_rdt_train.ipynb #a435d617
@@ -456,9 +432,7 @@ def load_rdt(checkpoint, device=None):
     conf = state.get("config", {})
     if "tok_emb.weight" not in state.get("model", {}) or not {"model", "training", "data"} <= set(conf):
         raise CheckpointError(f"{checkpoint} is not an RDT checkpoint written by `rdt-train`")
-    cfg = RDTConfig(
-        RDTModelConfig(**conf["model"]), RDTTrainingConfig(**conf["training"]), RDTDataConfig(**conf["data"])
-    )
+    cfg = config_from_dict(RDTConfig, conf, source=str(checkpoint))  # older spellings mapped by ALIASES
     tok_dir = Path(checkpoint).parent / "tokenizer"
     if not tok_dir.is_dir():
         raise FileNotFoundError(f"tokenizer folder {str(tok_dir)!r} not found beside the checkpoint")

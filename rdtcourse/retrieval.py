@@ -9,13 +9,13 @@ __all__ = ['DATASETS', 'movielens_tables', 'MovieLensSeqData', 'item_tokens', 'n
            'DecoderRetrievalModel', 'PrefixTrie', 'beam_bias', 'beam_search', 'recommend_ids_to_items', 'rank_metrics',
            'popularity_ranking', 'SASRec', 'rank_generative', 'rank_sasrec', 'rank_split', 'RetrievalConfig',
            'load_retrieval_data', 'build_model', 'seq_positions', 'batch_for', 'validate_recall', 'train_retrieval',
-           'load_retrieval', 'evaluate_split', 'recommend']
+           'read_retrieval_config', 'load_retrieval', 'evaluate_split', 'recommend']
 
 # %% ../nbs/08_retrieval.ipynb #bf913cf7
 import hashlib
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import Checkpointer, CheckpointError, ConfigError, RunLogger, bootstrap_ci, load_checkpoint
-from .core import paired_verdict, save_config, seed_everything
+from .core import Checkpointer, CheckpointError, ConfigError, OptimConfig, RunLogger, bootstrap_ci
+from .core import config_from_dict, load_checkpoint, make_optimizer, make_scheduler, paired_verdict
+from .core import replace_config, save_config, seed_everything
 from .data import load_table, load_movielens_1m
 from .gpt import Block, KVCache
-from .training import make_scheduler
 from .rqvae import EMBED_MODEL, MovieLensMovieData, SemanticIdTokenizer, load_rqvae
 
 # %% ../nbs/08_retrieval.ipynb #1c509e1d
@@ -513,9 +513,25 @@ def rank_split(
     return rank_generative(model, tokenizer, ctx, seen, max(beam_width, k))[0][:, :k]
 
 # %% ../nbs/08_retrieval.ipynb #cee2c5d8
+def _retrieval_optim() -> OptimConfig:
+    "The brief's training settings, by their names here (`ALIASES` maps iterations, eval_every, save_model_every...)."
+    return OptimConfig(
+        lr=3e-3,  # AdamW; 1e-3 learned the catalogue too slowly for a CPU budget
+        min_lr=3e-4,
+        warmup_steps=80,
+        weight_decay=0.01,
+        max_steps=1400,  # the brief's iterations: about 6 minutes on 2 CPU cores; far more on a GPU
+        eval_interval=200,  # validate (Recall@10 on each user's validation item) and keep the best
+        save_interval=400,  # numbered checkpoints every this many iterations, at each evaluation and at the end
+        log_interval=1,  # the brief logs total_loss and learning_rate every iteration
+        out_dir="runs/retrieval",
+        seed=0,
+    )
+
+
 @dataclass
 class RetrievalConfig:
-    "Everything `rdtcourse retrieval train` needs. CPU defaults; on a GPU raise batch_size and iterations."
+    "Everything `rdtcourse retrieval train` needs. CPU defaults; on a GPU raise batch_size and optim.max_steps."
 
     model: str = "tiger"  # "tiger": the generative decoder over semantic IDs; "sasrec": the item-ID baseline
     dataset: str = "movielens-small"  # the embedded 610 users, or "movielens-1m" (downloaded once, 6,040 users)
@@ -533,25 +549,11 @@ class RetrievalConfig:
     n_layers: int = 2  # transformer blocks (TIGER: 4 + 4 encoder-decoder on a GPU)
     dropout: float = 0.0  # dropout in the blocks and embeddings (0 on CPU: attention dropout doubles the step time
     # there, and choosing the checkpoint on validation guards against over-fitting; 0.1-0.2 on a GPU)
-    iterations: int = 1400  # optimizer steps (about 6 minutes on 2 CPU cores; far more on a GPU)
     batch_size: int = 64  # user windows per micro-batch
-    gradient_accumulate_every: int = 1  # micro-batches per optimizer step (effective batch = batch_size x this)
-    lr: float = 3e-3  # peak learning rate (AdamW); 1e-3 learned the catalogue too slowly for a CPU budget
-    min_lr: float = 3e-4  # end of the cosine decay
-    warmup_steps: int = 80  # linear warm-up steps
-    weight_decay: float = 0.01  # AdamW weight decay
-    grad_clip: float = 1.0  # clip the gradient norm (0: off)
     beam_width: int = 10  # beams in validation and evaluation (>= 10 for Recall@10)
-    eval_every: int = 200  # validate (Recall@10 on each user's validation item) and keep the best
     patience: int = 2  # stop after this many validations without a better Recall@10 (0: never stop early)
-    save_model_every: int = 400  # numbered checkpoints every this many iterations, and at the end
-    keep_last: int = 2  # numbered checkpoints kept
     mixed_precision: str = "no"  # accelerate's "no", "fp16" or "bf16" (GPU)
-    device: str = "auto"  # "auto": a GPU when there is one, else CPU
-    tensorboard: bool = True  # TensorBoard logs in out_dir/tb
-    wandb_logging: bool = False  # also log learning_rate and total_loss to Weights & Biases (the wandb extra)
-    seed: int = 0
-    out_dir: str = "runs/retrieval"  # checkpoints, config.yaml, log.jsonl, tb/
+    optim: OptimConfig = field(default_factory=_retrieval_optim)
 
     def __post_init__(self):
         if self.model not in ("tiger", "sasrec"):
@@ -562,17 +564,16 @@ class RetrievalConfig:
             raise ConfigError(f"dataset={self.dataset!r} must be one of {', '.join(DATASETS)}")
         if self.patience < 0:
             raise ConfigError(f"patience={self.patience} must not be negative")
-        for k in (
-            "max_seq_len",
-            "iterations",
-            "batch_size",
-            "gradient_accumulate_every",
-            "beam_width",
-            "eval_every",
-            "save_model_every",
-        ):
+        for k in ("max_seq_len", "batch_size", "beam_width"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k}={getattr(self, k)} must be a positive integer")
+        o = self.optim
+        for k in ("max_steps", "eval_interval"):  # it counts iterations (random user windows), not epochs
+            if getattr(o, k) < 1:
+                raise ConfigError(f"optim.{k}={getattr(o, k)} must be a positive integer")
+        if o.max_steps <= o.warmup_steps:
+            raise ConfigError(f"optim.max_steps={o.max_steps} must exceed optim.warmup_steps={o.warmup_steps}")
+        o.check_unused("retrieval train", "epochs", "stop_at")
         if self.max_seq_len < 2:
             raise ConfigError(f"max_seq_len={self.max_seq_len} must be >= 2 (a context and a target)")
 
@@ -648,21 +649,24 @@ def _checkpoint_meta(cfg: RetrievalConfig, tokenizer: SemanticIdTokenizer, n_ite
 def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, data=None) -> dict:
     """Train the generative retriever (or SASRec) as `cfg` says, the brief's way: an `accelerate.Accelerator`,
     gradient accumulation under `accelerator.autocast()`, `accelerator.backward`, a checkpoint every
-    `save_model_every` iterations and at the end, validation every `eval_every` keeping the best (by val Recall@10).
-    `checkpoint` resumes a run exactly where it stopped. `data`: (movie data, sequences, RQ-VAE) already loaded."""
+    `optim.save_interval` iterations and at the end, validation every `optim.eval_interval` keeping the best (by val
+    Recall@10). It resumes exactly from the newest checkpoint in `optim.out_dir`, or from `checkpoint` if given.
+    `data`: (movie data, sequences, RQ-VAE) already loaded."""
     from accelerate import Accelerator
 
-    seed_everything(cfg.seed)
+    o = cfg.optim
+    seed_everything(o.seed)
     movie_data, seq, tokenizer = data or load_retrieval_data(cfg)
-    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    cpu = o.device == "cpu" or (o.device == "auto" and not torch.cuda.is_available())
     accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision)
     model = build_model(cfg, tokenizer, seq.n_items)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = make_scheduler(opt, cfg.warmup_steps, cfg.iterations, cfg.min_lr, cfg.lr)
-    out = Path(cfg.out_dir)
-    ck = Checkpointer(out, keep_last=cfg.keep_last, metric="val_recall_10", mode="max", template="checkpoint_{step}.pt")
+    # the brief's AdamW decays every parameter, biases and norms too
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), decay="all")
+    sched = make_scheduler(opt, o.warmup_steps, o.max_steps, o.final_lr(), o.lr)
+    out = Path(o.out_dir)
+    ck = Checkpointer(out, keep_last=o.keep_last, metric="val_recall_10", mode="max")
     meta = _checkpoint_meta(cfg, tokenizer, seq.n_items)
-    step = 0
+    step, checkpoint = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in out_dir
     if checkpoint:
         state = load_checkpoint(checkpoint)
         if state.get("extra", {}).get("meta") != meta or state.get("extra", {}).get("arch") != model.config:
@@ -685,38 +689,39 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
     last_val, t0 = {}, time.time()
     with RunLogger(
         out,
-        total=cfg.iterations,
+        total=o.max_steps,
         initial=step,
         desc=cfg.model,
-        tensorboard=cfg.tensorboard,
-        wandb=cfg.wandb_logging,
+        tensorboard=o.tensorboard,
+        wandb=o.wandb,
         config=cfg,
         bar=bar,
     ) as log:
-        while step < cfg.iterations:
+        if step >= o.max_steps:
+            log.write(f"nothing to do: {out} is already at iteration {step} of {o.max_steps}")
+        while step < o.max_steps:
             model.train()
             opt.zero_grad(set_to_none=True)
             total_loss = 0.0
-            for _ in range(cfg.gradient_accumulate_every):
+            for _ in range(o.grad_accum):
                 x, y = batch_for(
                     accelerator.unwrap_model(model), seq.sample_batch(cfg.batch_size), tokenizer.corpus_ids
                 )
                 with accelerator.autocast():
-                    loss = (
-                        model(x.to(accelerator.device), y.to(accelerator.device)).loss / cfg.gradient_accumulate_every
-                    )
+                    loss = model(x.to(accelerator.device), y.to(accelerator.device)).loss / o.grad_accum
                 # backward per micro-batch: each graph is freed at once, and the gradients add up to the average
                 accelerator.backward(loss)
                 total_loss += loss.item()
-            if cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if o.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), o.grad_clip)
             opt.step()
             lr = opt.param_groups[0]["lr"]
             sched.step()
             step += 1
             log.progress(step, loss=total_loss, lr=lr)
-            log.log(step, total_loss=total_loss, learning_rate=lr)  # the brief's W&B names
-            evaluated = step % cfg.eval_every == 0 or step == cfg.iterations
+            if step % o.log_interval == 0:
+                log.log(step, total_loss=total_loss, learning_rate=lr)  # the brief's W&B names
+            evaluated = step % o.eval_interval == 0 or step == o.max_steps
             if evaluated:
                 last_val = validate_recall(accelerator.unwrap_model(model), tokenizer, seq, cfg)
                 stale = 0 if ck.is_better(last_val["recall_10"]) else stale + 1
@@ -725,7 +730,8 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
                     f"iteration {step}: loss {total_loss:.4f}, validation Recall@10 {last_val['recall_10']:.4f}, "
                     f"NDCG@10 {last_val['ndcg_10']:.4f}"
                 )
-            if evaluated or step % cfg.save_model_every == 0:  # evaluations are saved too: the best one is kept
+            # evaluations are saved too: the best one is kept
+            if evaluated or (o.save_interval and step % o.save_interval == 0):
                 ck.save(
                     accelerator.unwrap_model(model),
                     opt,
@@ -735,7 +741,7 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
                     extra={**extra, "stale": stale},
                     metrics={f"val_{k}": v for k, v in last_val.items()} if evaluated else {},
                 )
-            if evaluated and cfg.patience and stale >= cfg.patience and step < cfg.iterations:
+            if evaluated and cfg.patience and stale >= cfg.patience and step < o.max_steps:
                 log.write(f"stopping early at iteration {step}: no better validation Recall@10 in {stale} validations")
                 break
     seconds = time.time() - t0
@@ -754,14 +760,21 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
     }
 
 # %% ../nbs/08_retrieval.ipynb #ff8b9847
-def load_retrieval(checkpoint, data=None, rqvae: str | None = None):
-    """(model in eval mode, its config, (movie data, sequences, RQ-VAE)) from a checkpoint of `train_retrieval`.
-    The data are the checkpoint's own (or `data`; `rqvae` points at the IDs elsewhere); a checkpoint whose items or
-    semantic IDs differ from the data it is asked to rank is refused."""
+def read_retrieval_config(checkpoint, rqvae: str | None = None) -> RetrievalConfig:
+    "The config a checkpoint of `train_retrieval` was trained with (`rqvae`: its semantic IDs are elsewhere now)."
     state = load_checkpoint(checkpoint)
     if "meta" not in state.get("extra", {}):
         raise CheckpointError(f"{checkpoint} is not a checkpoint written by `rdtcourse retrieval train`")
-    cfg = RetrievalConfig(**{**state["config"], **({"rqvae": rqvae} if rqvae else {})})
+    cfg = config_from_dict(RetrievalConfig, state["config"], source=str(checkpoint))  # older spellings via ALIASES
+    return replace_config(cfg, rqvae=rqvae) if rqvae else cfg
+
+
+def load_retrieval(checkpoint, data=None, rqvae: str | None = None):
+    """(model in eval mode, its semantic-ID tokenizer (the RQ-VAE), its config) from a checkpoint of
+    `train_retrieval`. The data are the checkpoint's own (or `data`, as `load_retrieval_data` returns them); a
+    checkpoint whose items or semantic IDs differ from the data it is asked to rank is refused."""
+    cfg = read_retrieval_config(checkpoint, rqvae)
+    state = load_checkpoint(checkpoint)
     data = data or load_retrieval_data(cfg)
     if state["extra"]["meta"] != _checkpoint_meta(cfg, data[2], data[1].n_items):
         raise CheckpointError(
@@ -771,7 +784,7 @@ def load_retrieval(checkpoint, data=None, rqvae: str | None = None):
     model = build_model(cfg, data[2], data[1].n_items)
     model.load_state_dict(state["model"])
     model.eval()
-    return model, cfg, data
+    return model, data[2], cfg
 
 
 def evaluate_split(

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import ConfigError, RunLogger, atomic_write_text, save_config, seed_everything
+from .core import ConfigError, RunLogger, atomic_path, atomic_write_text, replace_config, save_config
+from .core import seed_everything
 from .data import load_text
 from .tokenizer import encode_corpus, train_bpe
 from .gpt import export_hf
@@ -195,7 +195,8 @@ def make_base_model(
     for split in ("train", "val"):
         encode_corpus(tok, base_corpus(split), data / f"{split}.bin", meta={"tokenizer": "bpe"})
     tok.save_pretrained(data)
-    cfg = TrainConfig(
+    cfg = replace_config(
+        TrainConfig(),
         train_bin=str(data / "train.bin"),
         val_bin=str(data / "val.bin"),
         tok_path=str(data / "tokenizer.json"),
@@ -217,18 +218,15 @@ def make_base_model(
         seed=seed,
         keep_last=1,
     )
-    shutil.rmtree(cfg.out_dir, ignore_errors=True)  # a fresh run, not a resume of an older recipe
+    shutil.rmtree(cfg.optim.out_dir, ignore_errors=True)  # a fresh run, not a resume of an older recipe
     train(cfg, bar=bar)
-    model, tok = load_model(Path(cfg.out_dir) / "best.pt", cfg.tok_path)
-    tmp = out / "hf.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    model, tok, _ = load_model(Path(cfg.optim.out_dir) / "best.pt", cfg.tok_path)
     from transformers.utils import logging as hf_logging
 
     # no "Writing model shards" bar in saved notebooks
     hf_logging.disable_progress_bar()
-    export_hf(model, tmp, tok)
-    shutil.rmtree(hf_dir, ignore_errors=True)
-    os.replace(tmp, hf_dir)  # readers never see half a model folder
+    with atomic_path(hf_dir) as tmp:  # readers never see half a model folder
+        export_hf(model, tmp, tok)
     atomic_write_text(stamp, json.dumps(recipe))
     return hf_dir
 

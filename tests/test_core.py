@@ -2,7 +2,7 @@
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import pytest
 import torch
@@ -11,7 +11,10 @@ from rdtcourse.core import (
     ConfigError,
     CheckpointError,
     Checkpointer,
+    OptimConfig,
+    atomic_path,
     get_device,
+    make_optimizer,
     load_checkpoint,
     load_config,
     rng_state,
@@ -134,19 +137,125 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 def test_keep_last_and_best(tmp_path):
     m = nn.Linear(2, 2)
-    ck = Checkpointer(
-        tmp_path, keep_last=2, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt"
-    )
+    ck = Checkpointer(tmp_path, keep_last=2)
     for step, loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5)]:
         ck.save(m, step=step, epoch=step // 20, metrics={"val_loss": loss})
-    assert [p.name for p in ck.checkpoints()] == ["checkpoint_epoch_1_step_30.pt", "checkpoint_epoch_2_step_40.pt"]
-    assert load_checkpoint(ck.best_path)["step"] == 20
+    assert [p.name for p in ck.checkpoints()] == ["ckpt_step_30.pt", "ckpt_step_40.pt"]
+    assert load_checkpoint(ck.best_path)["step"] == 20 and ck.best_path.name == "best.pt"
+    assert load_checkpoint(ck.latest())["epoch"] == 2  # extra fields travel in the state, not in the name
     # a new Checkpointer on the same folder remembers the best value
-    assert (
-        Checkpointer(tmp_path, template="checkpoint_epoch_{epoch}_step_{step}.pt", best_name="best_model.pt").best_value
-        == 1.0
-    )
+    assert Checkpointer(tmp_path).best_value == 1.0
     assert Checkpointer(tmp_path / "empty").resume(m) is None
+
+
+class _FakeDist:
+    "Two ranks as `Checkpointer` sees them, played by one process: what each rank does is recorded."
+
+    def __init__(self, rank):
+        self.rank, self.enabled, self.calls = rank, True, []
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def gather_rng(self):
+        self.calls.append("gather_rng")
+        return [{"rank": 0}, {"rank": 1}]
+
+    def barrier(self):
+        self.calls.append("barrier")
+
+    def restore_rng(self, states, seed, step):
+        self.calls.append(("restore_rng", len(states), seed, step))
+        return True
+
+    def print(self, *a):
+        pass
+
+
+def test_checkpointer_does_the_multi_process_sequence(tmp_path):
+    m = nn.Linear(2, 2)
+    main, other = _FakeDist(0), _FakeDist(1)
+    assert Checkpointer(tmp_path / "b", dist=other).save(m, step=3) is None  # rank 1 writes nothing
+    assert not list((tmp_path / "b").glob("*.pt"))
+    path = Checkpointer(tmp_path / "a", dist=main, seed=5).save(m, step=3, metrics={"val_loss": 1.0})
+    assert path.name == "ckpt_step_3.pt" and (tmp_path / "a" / "best.pt").exists()
+    assert main.calls == other.calls == ["gather_rng", "barrier"]  # every rank takes part in both collectives
+    assert load_checkpoint(path)["extra"]["rng_ranks"] == [{"rank": 0}, {"rank": 1}]
+    resumer = _FakeDist(1)
+    state = Checkpointer(tmp_path / "a", dist=resumer, seed=5).resume(m)
+    assert state["step"] == 3 and resumer.calls == [("restore_rng", 2, 5, 3)]
+
+
+def test_resume_rule_newest_unless_a_checkpoint_is_named(tmp_path):
+    m = nn.Linear(2, 2)
+    ck = Checkpointer(tmp_path, keep_last=0)
+    for step in (1, 2, 3):
+        ck.save(m, step=step)
+    assert ck.resume(m)["step"] == 3  # the folder's newest by itself
+    assert ck.resume(m, path=tmp_path / "ckpt_step_1.pt")["step"] == 1  # --checkpoint overrides
+
+
+def test_atomic_path_replaces_files_and_folders_whole(tmp_path):
+    target = tmp_path / "model"
+    for n in (1, 2):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "weights.txt").write_text(str(n))
+    assert (target / "weights.txt").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "weights.txt").write_text("half")
+            raise RuntimeError("crash")
+    assert (target / "weights.txt").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@dataclass
+class _Job:
+    batch_size: int = 16  # a job's own knob
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, min_lr=1e-4, max_steps=100))
+
+
+@pytest.mark.parametrize(
+    "alias, key, value",
+    [
+        ("learning_rate", "lr", 0.002),
+        ("lr", "lr", 0.002),
+        ("max_train_steps", "max_steps", 7),
+        ("iterations", "max_steps", 7),
+        ("gradient_accumulation_steps", "grad_accum", 3),
+        ("max_grad_norm", "grad_clip", 0.5),
+        ("clip_grad_norm", "grad_clip", 0.5),
+        ("num_epochs", "epochs", 4),
+        ("num_train_epochs", "epochs", 4),
+        ("checkpoint_dir", "out_dir", "elsewhere"),
+        ("output_dir", "out_dir", "elsewhere"),
+        ("keep_last_n_checkpoints", "keep_last", 5),
+        ("training.learning_rate", "lr", 0.002),  # the RDT brief's YAML nests it under training:
+    ],
+)
+def test_the_briefs_names_are_aliases(alias, key, value):
+    cfg = load_config(_Job, sets=[f"{alias}={value}"])
+    assert getattr(cfg.optim, key) == value
+
+
+def test_aliases_leave_real_keys_alone_and_unknown_keys_fail():
+    assert load_config(_Job, sets=["batch_size=8"]).batch_size == 8
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_config(_Job, sets=["learning_rat=1"])
+    with pytest.raises(ConfigError, match="optim.warmup_ratio"):
+        load_config(_Job, sets=["warmup_ratio=1.5"])
+
+
+def test_make_optimizer_decays_matrices_only_or_all():
+    net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    groups = make_optimizer(net, 1e-3, 0.1).param_groups
+    assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(1, 0.1), (3, 0.0)]
+    (g,) = make_optimizer(net, 1e-3, 0.1, decay="all").param_groups
+    assert len(g["params"]) == 4 and g["weight_decay"] == 0.1
+    with pytest.raises(ConfigError, match="decay='some'"):
+        make_optimizer(net, 1e-3, decay="some")
 
 
 def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):

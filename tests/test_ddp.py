@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TORCHRUN, free_port
-from rdtcourse.core import ConfigError, load_checkpoint, seed_everything
+from rdtcourse.core import ConfigError, load_checkpoint, replace_config, seed_everything
 from rdtcourse.data import load_tokens, read_meta
 from rdtcourse.ddp import (
     KRTrainConfig,
@@ -64,7 +64,7 @@ def cfg(data, out, **kw) -> KRTrainConfig:
         save_every=1000,
         val_tokens=0.01,
     )
-    return KRTrainConfig(**{**base, **kw})
+    return replace_config(KRTrainConfig(), {**base, **kw})  # lr, save_every...: the brief's names, aliases of optim.*
 
 
 def weights(path) -> dict:
@@ -91,13 +91,10 @@ def torchrun(*args, nproc=2, timeout=300, extra=()):
 
 
 def flags(c: KRTrainConfig) -> list[str]:
-    "`kr train` flags for a config (every field, so a command line and an in-process run mean the same)."
-    return [
-        a
-        for k, v in vars(c).items()
-        if v is not None
-        for a in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))
-    ]
+    "`kr train` arguments for a config (every key, so a command line and an in-process run mean the same)."
+    keys = {**{k: v for k, v in vars(c).items() if k != "optim"}, **{f"optim.{k}": v for k, v in vars(c.optim).items()}}
+    text = lambda v: "null" if v is None else "''" if v == "" else v  # YAML's spellings of None and the empty string
+    return [a for k, v in keys.items() for a in ("--set", f"{k}={text(v)}")]
 
 
 # --- load and tokenize ----------------------------------------------------------------------------------------------
@@ -162,8 +159,8 @@ def test_loss_falls_below_the_unigram_and_the_model_is_usable(data, tmp_path):
     ng = ngram_losses(load_tokens(d / "train.bin"), load_tokens(d / "validation.bin"), 16, 300)
     assert ng["bigram"] < ng["unigram"] < ng["chance"] == pytest.approx(math.log(300))
     assert s["val_loss"] < ng["unigram"], (s, ng)
-    model, state = load_kr_model(tmp_path / "m.pt")
-    assert state["arch"] == "decoder" and state["step"] == s["total_steps"]
+    model, tok, c = load_kr_model(tmp_path / "m.pt")  # every loader: (model, tokenizer, config)
+    assert c.arch == "decoder" and len(tok) == 300 and load_checkpoint(tmp_path / "m.pt")["step"] == s["total_steps"]
     val = load_tokens(d / "validation.bin")
     exact = evaluate_lm(model, val, 16, 64)
     assert exact["loss"] == pytest.approx(float(chunk_losses(model, val, 16).mean()), rel=1e-5)
@@ -225,7 +222,7 @@ def test_steps_per_epoch_and_bad_settings(data, tmp_path):
 
 
 def test_ffn_is_a_bigram_model(data, tmp_path):
-    model, _ = load_kr_model(_trained(data, tmp_path, arch="ffn"))
+    model, _, _ = load_kr_model(_trained(data, tmp_path, arch="ffn"))
     x = torch.randint(0, 300, (2, 16))
     x2 = x.clone()
     x2[:, 0] = (x[:, 0] + 1) % 300
@@ -305,9 +302,9 @@ def decoder(data, tmp_path_factory):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["train", "--arch", "rnn"], "argument --arch: invalid choice: 'rnn'"),  # argparse: its usage, then one line
-        (["train", "--mode", "jamo"], "argument --mode: invalid choice: 'jamo'"),
-        (["train", "--n_layers", "two"], "argument --n_layers: invalid int value: 'two'"),
+        (["train", "--arch", "rnn"], "arch 'rnn' must be one of decoder, ffn"),  # the config names the bad value
+        (["train", "--mode", "jamo"], "mode 'jamo' must be one of tokenizer, manual"),
+        (["train", "--n_layers", "two"], "'n_layers': Value 'two'"),
         (["train", "--data_dir", "/nope"], "no token files in /nope/tokens/tokenizer"),
         (
             ["train", "--data_dir", "DATA", "--chunk_size", "100000000", "--model_path", "OUT/m.pt"],
@@ -355,7 +352,7 @@ def test_two_processes_match_one_with_twice_the_batch(data, tmp_path):
 
 def _init(c: KRTrainConfig) -> dict:
     "The weights a run of `c` starts from (the trainer seeds with c.seed before building the model)."
-    seed_everything(c.seed)
+    seed_everything(c.optim.seed)
     return build_model(
         c.arch, model_config(300, c.chunk_size, c.d_model, c.d_ffn, c.n_layers, c.nhead, c.dropout)
     ).state_dict()
@@ -390,7 +387,8 @@ def test_killed_rank_stops_the_job_and_leaves_a_loadable_checkpoint(data, tmp_pa
         p.communicate()
     assert not _workers(str(tmp_path))  # no rank left behind
     latest = max(ckpts.glob("ckpt_step_*.pt"), key=lambda q: int(q.stem.split("_")[-1]))
-    model, state = load_kr_model(latest)
+    state = load_checkpoint(latest)
+    load_kr_model(latest)  # loads as a model too
     assert state["step"] >= 2 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
@@ -525,11 +523,11 @@ def test_rdt_train_under_torchrun_resumes_exactly(tmp_path):
         "--set",
         f"training.checkpoint_dir={tmp_path / 'b'}",
         "--checkpoint",
-        tmp_path / "a" / "checkpoint_epoch_1_step_3.pt",
+        tmp_path / "a" / "ckpt_step_3.pt",
     )
     assert r.returncode == 0 and "resuming from step 3" in r.stdout, r.stderr[-2000:]
     assert_close(
-        weights(tmp_path / "a" / "checkpoint_epoch_2_step_6.pt"),
-        weights(tmp_path / "b" / "checkpoint_epoch_2_step_6.pt"),
+        weights(tmp_path / "a" / "ckpt_step_6.pt"),
+        weights(tmp_path / "b" / "ckpt_step_6.pt"),
         atol=0,
     )

@@ -141,7 +141,7 @@ def test_guide_configs():
     assert (base.model.d_model, base.model.n_encoder_layers, base.model.decoder_type) == (512, 6, "linear")
     assert (base.training.max_chain_length, base.training.total_steps, base.training.batch_size) == (5, 10, 32)
     assert (
-        base.training.learning_rate == 1e-4
+        base.optim.lr == 1e-4  # the guide's training.learning_rate, mapped by ALIASES
         and base.data.max_seq_length == 512
         and base.data.dataset_name == "wikitext-2"
     )
@@ -156,7 +156,8 @@ def test_guide_configs():
         (["training.masking=zigzag"], "zigzag"),
         (["model.d_modle=3"], "d_modle"),
         (["training.batch_size=many"], "batch_size"),
-        (["training.num_epochs=0"], "num_epochs"),
+        (["training.num_epochs=0"], "epochs"),
+        (["optim.save_interval=5"], "not used by rdt-train"),
     ],
 )
 def test_config_errors_name_the_key(sets, match):
@@ -208,16 +209,11 @@ def test_training_writes_the_guides_files(trained):
     out, summary = trained
     assert summary["step"] == 6
     names = {p.name for p in out.iterdir()}
-    assert {
-        "best_model.pt",
-        "checkpoint_epoch_1_step_3.pt",
-        "checkpoint_epoch_2_step_6.pt",
-        "config.yaml",
-        "tokenizer",
-    } <= names
-    state = load_checkpoint(out / "checkpoint_epoch_2_step_6.pt")
+    assert {"best.pt", "ckpt_step_3.pt", "ckpt_step_6.pt", "config.yaml", "tokenizer"} <= names  # every chapter's names
+    state = load_checkpoint(out / "ckpt_step_6.pt")
     assert {"epoch", "step", "model", "optimizer", "scheduler", "loss", "config"} <= set(state)
-    assert state["epoch"] == 2 and state["step"] == 6 and set(state["config"]) == {"model", "training", "data"}
+    assert state["epoch"] == 2 and state["step"] == 6
+    assert set(state["config"]) == {"model", "training", "data", "optim"}
 
 
 def test_logged_scalars_are_the_guides(trained):
@@ -230,28 +226,36 @@ def test_logged_scalars_are_the_guides(trained):
 
 def test_keep_last_n(tmp_path, data_dir):
     train_rdt(tiny_cfg(tmp_path, data_dir, "training.num_epochs=3", "training.keep_last_n_checkpoints=1"), bar=False)
-    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_epoch_3_step_9.pt"]
+    assert sorted(p.name for p in tmp_path.glob("ckpt_step_*.pt")) == ["ckpt_step_9.pt"]
+
+
+def test_running_again_resumes_and_a_finished_run_says_so(tmp_path, data_dir, capsys):
+    train_rdt(tiny_cfg(tmp_path, data_dir, "training.num_epochs=1"), bar=False)
+    s = train_rdt(tiny_cfg(tmp_path, data_dir), bar=False)  # two epochs now: picks up at step 3 by itself
+    assert s["step"] == 6 and "resuming from step 3 of 6" in capsys.readouterr().out
+    train_rdt(tiny_cfg(tmp_path, data_dir), bar=False)
+    assert "nothing to do" in capsys.readouterr().out
 
 
 def test_resume_continues_exactly(trained, tmp_path, data_dir):
     out, _ = trained
     cfg = tiny_cfg(tmp_path, data_dir)  # same config, another folder
-    train_rdt(cfg, checkpoint=out / "checkpoint_epoch_1_step_3.pt", bar=False)
-    a = load_checkpoint(out / "checkpoint_epoch_2_step_6.pt")["model"]
-    b = load_checkpoint(tmp_path / "checkpoint_epoch_2_step_6.pt")["model"]
+    train_rdt(cfg, checkpoint=out / "ckpt_step_3.pt", bar=False)
+    a = load_checkpoint(out / "ckpt_step_6.pt")["model"]
+    b = load_checkpoint(tmp_path / "ckpt_step_6.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_another_model(trained, tmp_path, data_dir):
     with pytest.raises(ConfigError, match="another config"):
-        train_rdt(tiny_cfg(tmp_path, data_dir, "model.d_model=64"), checkpoint=trained[0] / "best_model.pt", bar=False)
+        train_rdt(tiny_cfg(tmp_path, data_dir, "model.d_model=64"), checkpoint=trained[0] / "best.pt", bar=False)
 
 
 # --- inference, evaluation, widget logic ----------------------------------------------------------------------------
 
 
 def test_denoise_and_format(trained):
-    model, tok, cfg = load_rdt(trained[0] / "best_model.pt")
+    model, tok, cfg = load_rdt(trained[0] / "best.pt")
     r = denoise(model, tok, "the [MASK] was built in [MASK] .", max_steps=7)
     assert "[MASK]" in r["input"] and "[MASK]" not in r["output"] and 1 <= r["steps"] <= 7 and r["masked"] == 2
     lines = format_result(r).splitlines()
@@ -261,7 +265,7 @@ def test_denoise_and_format(trained):
 
 
 def test_evaluation_baselines_are_consistent(trained):
-    model, tok, _ = load_rdt(trained[0] / "best_model.pt")
+    model, tok, _ = load_rdt(trained[0] / "best.pt")
     seg = torch.randint(5, len(tok), (6, 24))
     res = evaluate_restoration(model, seg, ratios=(0.5,), max_steps=4, unigram_id=7)
     row = res.loc[0.5]
@@ -281,7 +285,7 @@ def test_evaluation_baselines_are_consistent(trained):
 
 
 def test_restoration_scores_are_per_segment_and_paired(trained):
-    model, tok, _ = load_rdt(trained[0] / "best_model.pt")
+    model, tok, _ = load_rdt(trained[0] / "best.pt")
     seg = torch.randint(5, len(tok), (10, 24))
     s = restoration_scores(model, seg, 0.5, max_steps=3, mask_predict_iters=(1, 3), unigram_id=7, batch_size=4)
     assert {"gate", "steps", "pass_1", "pass_3", "mask_predict_1", "mask_predict_3", "unigram"} <= set(s)
@@ -305,7 +309,7 @@ def test_restoration_scores_are_per_segment_and_paired(trained):
 
 
 def test_stepper_logic(trained):
-    model, tok, _ = load_rdt(trained[0] / "best_model.pt")
+    model, tok, _ = load_rdt(trained[0] / "best.pt")
     ids = tok("the city is on the river and it has a port .", add_special_tokens=False)["input_ids"]
     hidden = [i % 2 == 0 for i in range(len(ids))]
     trace = denoise_trace(model, tok, ids, hidden, max_steps=5, threshold=None)
@@ -331,7 +335,7 @@ def test_rdt_infer_prints_input_output_steps(trained):
     p = run(
         "rdt-infer",
         "--checkpoint",
-        str(trained[0] / "best_model.pt"),
+        str(trained[0] / "best.pt"),
         "--text",
         "the [MASK] of the city",
         "--max_steps",
@@ -351,7 +355,7 @@ def test_rdt_infer_interactive_until_quit(trained):
     p = run(
         "rdt-infer",
         "--checkpoint",
-        str(trained[0] / "best_model.pt"),
+        str(trained[0] / "best.pt"),
         "--interactive",
         stdin="hello [MASK] world\n\nquit\nnever read\n",
     )
@@ -560,18 +564,18 @@ def test_conditioned_passes_hear_the_mixed_level():
 def test_resume_refuses_another_vocabulary(trained, tmp_path):
     other = tiny_cfg(tmp_path, tmp_path / "data", "data.tokenizer=wikitext2-sample/wordpiece-1000.json")
     with pytest.raises(ConfigError, match="another vocabulary"):
-        train_rdt(other, checkpoint=trained[0] / "best_model.pt", bar=False)
+        train_rdt(other, checkpoint=trained[0] / "best.pt", bar=False)
 
 
 def test_mlm_objective_trains_the_baseline(tmp_path, data_dir):
     s = train_rdt(tiny_cfg(tmp_path, data_dir, "training.objective=mlm", "training.num_epochs=1"), bar=False)
     assert s["step"] == 3 and s["val_gate_loss"] == 0 and s["val_avg_steps"] == 1  # no chain, no gate: one pass
-    state = load_checkpoint(tmp_path / "best_model.pt")
+    state = load_checkpoint(tmp_path / "best.pt")
     assert state["config"]["training"]["objective"] == "mlm"
     p = run(
         "rdt-infer",
         "--checkpoint",
-        str(tmp_path / "best_model.pt"),
+        str(tmp_path / "best.pt"),
         "--text",
         "the [MASK] of the city",
         "--max_steps",

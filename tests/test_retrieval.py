@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from rdtcourse.core import ConfigError
+from rdtcourse.core import ConfigError, replace_config
 from rdtcourse.rqvae import RQVAEConfig, train_rqvae
 from rdtcourse.retrieval import (
     DecoderRetrievalModel,
@@ -129,6 +129,11 @@ def test_decoder_targets_and_levels():
     assert out.logits.shape == (1, 9, 4) and out.loss.ndim == 0
 
 
+def R(**kw) -> RetrievalConfig:
+    "A retrieval config from the brief's flat names (iterations, eval_every, lr...): ALIASES put them in `optim`."
+    return replace_config(RetrievalConfig(), kw)
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("retrieval")
@@ -163,7 +168,7 @@ def small(tmp_path_factory):
         tensorboard=False,
     )
     data = (movie_data, seq, tokenizer)
-    train_retrieval(RetrievalConfig(**base, iterations=8, out_dir=str(out / "a")), data=data, bar=False)  # run "a"
+    train_retrieval(R(**base, iterations=8, out_dir=str(out / "a")), data=data, bar=False)  # run "a"
     return out, data, base
 
 
@@ -188,27 +193,27 @@ def test_split_has_no_held_out_item_in_training(small):
 
 def test_resume_is_bit_identical_and_other_configs_are_refused(small):
     out, data, base = small  # run "a": 8 iterations straight
-    resumed = RetrievalConfig(**base, iterations=8, out_dir=str(out / "b"))
-    train_retrieval(resumed, checkpoint=out / "a" / "checkpoint_4.pt", data=data, bar=False)
-    a = torch.load(out / "a" / "checkpoint_8.pt", weights_only=True)
-    b = torch.load(out / "b" / "checkpoint_8.pt", weights_only=True)
+    resumed = R(**base, iterations=8, out_dir=str(out / "b"))
+    train_retrieval(resumed, checkpoint=out / "a" / "ckpt_step_4.pt", data=data, bar=False)
+    a = torch.load(out / "a" / "ckpt_step_8.pt", weights_only=True)
+    b = torch.load(out / "b" / "ckpt_step_8.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(
         torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(), b["optimizer"]["state"][0].values())
     )
-    wider = RetrievalConfig(**{**base, "d_out": 32}, iterations=8, out_dir=str(out / "c"))
+    wider = R(**{**base, "d_out": 32}, iterations=8, out_dir=str(out / "c"))
     with pytest.raises(ConfigError, match="another config"):
-        train_retrieval(wider, checkpoint=out / "a" / "checkpoint_4.pt", data=data, bar=False)
+        train_retrieval(wider, checkpoint=out / "a" / "ckpt_step_4.pt", data=data, bar=False)
 
 
 def test_sasrec_trains_and_both_models_rank_unseen_items(small):
     out, (movie_data, seq, tokenizer), base = small
     r = train_retrieval(
-        RetrievalConfig(**base, model="sasrec", iterations=30, lr=3e-3, out_dir=str(out / "s")),
+        R(**base, model="sasrec", iterations=30, lr=3e-3, out_dir=str(out / "s")),
         data=(movie_data, seq, tokenizer),
         bar=False,
     )
-    sas, cfg, _ = load_retrieval(r["best"], data=(movie_data, seq, tokenizer))
+    sas, _, cfg = load_retrieval(r["best"], data=(movie_data, seq, tokenizer))
     assert isinstance(sas, SASRec) and cfg.model == "sasrec"
     ev = evaluate_split(sas, tokenizer, seq, "val")
     assert set(ev) == {"model", "most popular", "verdict_recall_10"}
@@ -228,11 +233,11 @@ def test_sasrec_trains_and_both_models_rank_unseen_items(small):
 
 def test_patience_stops_a_run_that_no_longer_improves(small):
     out, data, base = small
-    cfg = RetrievalConfig(**{**base, "lr": 1e-9, "min_lr": 1e-10}, iterations=40, patience=2, out_dir=str(out / "p"))
+    cfg = R(**{**base, "lr": 1e-9, "min_lr": 1e-10}, iterations=40, patience=2, out_dir=str(out / "p"))
     # a rate this small never changes Recall@10 after the first check
     r = train_retrieval(cfg, data=data, bar=False)
     assert r["step"] == 12  # validations at 4 (best), 8 and 12 (no better): stop
-    assert (out / "p" / "checkpoint_12.pt").exists() and not (out / "p" / "checkpoint_16.pt").exists()
+    assert (out / "p" / "ckpt_step_12.pt").exists() and not (out / "p" / "ckpt_step_16.pt").exists()
 
 
 def test_code_embeddings_start_at_the_rqvae_codebooks(small):
@@ -241,15 +246,15 @@ def test_code_embeddings_start_at_the_rqvae_codebooks(small):
 
     cb = tokenizer.quantizer.codebooks.detach()  # (3 levels, 8 codes, 8 dims)
     torch.manual_seed(0)
-    m = build_model(RetrievalConfig(**base), tokenizer, seq.n_items)
+    m = build_model(R(**base), tokenizer, seq.n_items)
     w = m.tok_emb.weight.view(m.L, m.K, -1)
     assert torch.allclose(w[:3, :8, :8], cb / cb.std() * 0.02)  # every level's codes, rescaled
     torch.manual_seed(0)
-    r = build_model(RetrievalConfig(**{**base, "init_codes": "random"}), tokenizer, seq.n_items)
+    r = build_model(R(**{**base, "init_codes": "random"}), tokenizer, seq.n_items)
     assert torch.equal(w[3], r.tok_emb.weight.view(r.L, r.K, -1)[3])  # the collision digit keeps the usual init
     assert not torch.allclose(r.tok_emb.weight.view(r.L, r.K, -1)[:3, :8, :8], w[:3, :8, :8])
     with pytest.raises(ConfigError, match="embedding_dim=4"):
-        build_model(RetrievalConfig(**{**base, "embedding_dim": 4}), tokenizer, seq.n_items)
+        build_model(R(**{**base, "embedding_dim": 4}), tokenizer, seq.n_items)
 
 
 def test_popularity_never_recommends_seen_items(small):

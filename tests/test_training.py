@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 import pytest
 import torch
-from rdtcourse.core import ConfigError, load_checkpoint, read_log
+from rdtcourse.core import ConfigError, load_checkpoint, make_scheduler, read_log, replace_config
 from rdtcourse.training import (
     PrepareConfig,
     TrainConfig,
     bits_per_char,
     load_model,
-    make_scheduler,
     prepare,
     sample,
     train,
@@ -51,7 +50,7 @@ def cfg(data, out, **kw):
         tensorboard=False,
         log_interval=5,
     )
-    return TrainConfig(**{**base, **kw})
+    return replace_config(TrainConfig(), {**base, **kw})  # the flat names are aliases of optim.*
 
 
 def test_prepare_writes_bins_and_tokenizer(data):
@@ -116,7 +115,8 @@ def test_config_validation(data, tmp_path, bad, key):
 
 def test_sample_from_checkpoint(data, tmp_path):
     train(cfg(data, tmp_path, max_steps=20, eval_interval=20, sample_every_eval=False), bar=False)
-    m, tok = load_model(tmp_path / "best.pt")
+    m, tok, c = load_model(tmp_path / "best.pt")
+    assert c.optim.max_steps == 20 and c.n_layer == 2  # the loader's third value: the run's config
     text = sample(m, tok, "ROMEO:", max_new_tokens=15, seed=0)
     assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 15
     assert text == sample(m, tok, "ROMEO:", max_new_tokens=15, seed=0)

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # the rows' shared sizes, and the rows, cumulative: "io" puts input/output layers on top of input injection,
 # without self-conditioning ("selfcond" adds self-conditioning to input injection)
 COMMON = [
-    "training.max_train_steps=900",
+    "optim.max_steps=900",
     "data.max_seq_length=64",
     "data.tokenizer=wikitext2-sample/wordpiece-1000.json",
     "model.d_model=128",
@@ -116,12 +116,12 @@ def main(argv=None) -> int:
                     *COMMON,
                     *ROWS[row],
                     f"data.data_dir={data}",
-                    f"training.seed={seed}",
-                    f"training.checkpoint_dir={run}",
+                    f"optim.seed={seed}",
+                    f"optim.out_dir={run}",
                 ],
             )
             summary = train_rdt(cfg, bar=False)
-            model = load_rdt(run / "best_model.pt")[0]
+            model = load_rdt(run / "best.pt")[0]
             mlm = row == "mlm"
             t0 = time.time()
             r = {"params": summary["params"], "train_seconds": round(summary["train_seconds"])}
