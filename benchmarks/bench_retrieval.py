@@ -20,7 +20,7 @@ from rdtcourse.rqvae import load_rqvae
 
 def corpus(path) -> torch.Tensor:
     if path and Path(path).exists():
-        return load_rqvae(path).corpus_ids
+        return load_rqvae(path)[0].corpus_ids
     g = torch.Generator().manual_seed(0)
     codes = torch.unique(torch.randint(256, (12_000, 3), generator=g), dim=0)[:9_742]
     return torch.cat([codes, torch.zeros(len(codes), 1, dtype=torch.long)], 1)

@@ -6,7 +6,7 @@ Docs: https://rdtcourse.github.io/rdtcourse/rdt.html.md"""
 
 # %% auto #0
 __all__ = ['RECON_ON', 'MaskingStrategy', 'random_mask', 'RDTModelConfig', 'alibi_bias', 'RDTStep', 'RDTOutput',
-           'level_embedding', 'RDT', 'ChainLoss', 'chain_loss', 'mlm_loss', 'mask_predict']
+           'level_embedding', 'RDT', 'ChainLoss', 'ChainSettings', 'chain_loss', 'mlm_loss', 'mask_predict']
 
 # %% ../nbs/06_rdt.ipynb #30ce8b5c
 import math
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .gpt import Block
 
@@ -124,7 +125,7 @@ def alibi_bias(n_heads: int, length: int) -> torch.Tensor:
     pos = torch.arange(length, dtype=torch.float)
     return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()  # (nh, T, T)
 
-# %% ../nbs/06_rdt.ipynb #62e7419a
+# %% ../nbs/06_rdt.ipynb #f9f33905
 @dataclass
 class RDTStep:
     """One denoising step: the new latent (B, T, C), the decoder's logits (B, T, V) when asked for, the gate's remaining
@@ -157,46 +158,20 @@ def level_embedding(level: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class RDT(nn.Module):
-    """Recursive Denoising Transformer: one shared encoder applied recursively, a shallow decoder
-    and a remaining-steps gate."""
+    """Recursive Denoising Transformer: one shared encoder applied recursively, a shallow decoder and a
+    remaining-steps gate. Built from its config, like chapter 3's `GPT(cfg)`; its methods are added one at a time
+    below (`@patch`), each followed by a demo."""
 
     def __init__(
         self,
-        vocab_size: int,
-        mask_token_id: int,
-        max_seq_length: int = 512,
-        d_model: int = 512,
-        n_heads: int = 8,
-        n_encoder_layers: int = 6,
-        n_decoder_layers: int = 1,
-        decoder_type: str = "linear",
-        d_ff: int = 2048,
-        dropout: float = 0.1,
-        gate_hidden_dim: int = 256,
-        attention_bias: str = "alibi",
-        n_input_layers: int = 0,
-        conditioning: str = "none",
-        input_injection: bool = False,
-        self_condition: bool = False,
-        monotone_gate: bool = False,
+        cfg: RDTModelConfig,  # the architecture (widths, depths, the section 5 mechanisms)
+        vocab_size: int,  # tokens in the vocabulary
+        mask_token_id: int,  # the id of [MASK]
+        max_seq_length: int = 512,  # the longest input (position embeddings and the ALiBi table)
     ):
         super().__init__()
-        self.config = RDTModelConfig(
-            d_model,
-            n_heads,
-            n_encoder_layers,
-            n_decoder_layers,
-            decoder_type,
-            d_ff,
-            dropout,
-            gate_hidden_dim,
-            attention_bias,
-            n_input_layers,
-            conditioning,
-            input_injection,
-            self_condition,
-            monotone_gate,
-        )
+        self.config = cfg
+        d_model, n_heads, d_ff, dropout = cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout
         if not 0 <= mask_token_id < vocab_size:
             raise ValueError(f"mask_token_id={mask_token_id} is outside the vocabulary (0..{vocab_size - 1})")
         self.vocab_size, self.mask_token_id, self.max_seq_length = vocab_size, mask_token_id, max_seq_length
@@ -205,34 +180,36 @@ class RDT(nn.Module):
         self.drop = nn.Dropout(dropout)
         # chapter 3's block, bidirectional
         block = lambda: Block(d_model, n_heads, dropout, bias=True, causal=False, d_ff=d_ff)
-        self.input_layers = nn.ModuleList(block() for _ in range(n_input_layers))
-        self.encoder = nn.ModuleList(block() for _ in range(n_encoder_layers))
-        self.decoder = nn.ModuleList(block() for _ in range(n_decoder_layers if decoder_type == "transformer" else 0))
+        self.input_layers = nn.ModuleList(block() for _ in range(cfg.n_input_layers))
+        self.encoder = nn.ModuleList(block() for _ in range(cfg.n_encoder_layers))
+        self.decoder = nn.ModuleList(
+            block() for _ in range(cfg.n_decoder_layers if cfg.decoder_type == "transformer" else 0)
+        )
         self.ln_out = nn.LayerNorm(d_model)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         # tied: reading a token out uses the same vectors as writing it in
         self.lm_head.weight = self.tok_emb.weight
-        bias = alibi_bias(n_heads, max_seq_length) if attention_bias == "alibi" else None
+        bias = alibi_bias(n_heads, max_seq_length) if cfg.attention_bias == "alibi" else None
         self.register_buffer("attn_bias", bias, persistent=False)  # rebuilt from the config, never saved
         self.gate_mlp = nn.Sequential(
-            nn.LayerNorm(d_model), nn.Linear(d_model, gate_hidden_dim), nn.GELU(), nn.Linear(gate_hidden_dim, 1)
+            nn.LayerNorm(d_model), nn.Linear(d_model, cfg.gate_hidden_dim), nn.GELU(), nn.Linear(cfg.gate_hidden_dim, 1)
         )
         # level -> 4 modulations (shift, scale before attention and before the MLP) per shared layer
-        if conditioning == "adaln":
+        if cfg.conditioning == "adaln":
             self.level_mlp = nn.Sequential(
-                nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, 4 * n_encoder_layers * d_model)
+                nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, 4 * cfg.n_encoder_layers * d_model)
             )
-        if self_condition:
+        if cfg.self_condition:
             self.self_cond = nn.Linear(d_model, d_model, bias=False)
         self.apply(self._init)
         for n, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * depth)
             if n.endswith("c_proj.weight"):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_encoder_layers))
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_encoder_layers))
         # zero-initialised: the new paths start switched off, so a fresh model computes exactly what the guide's would
-        if conditioning == "adaln":
+        if cfg.conditioning == "adaln":
             nn.init.zeros_(self.level_mlp[-1].weight)
             nn.init.zeros_(self.level_mlp[-1].bias)
-        if self_condition:
+        if cfg.self_condition:
             nn.init.zeros_(self.self_cond.weight)
 
     @staticmethod
@@ -244,172 +221,190 @@ class RDT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
 
-    @classmethod
-    def from_config(cls, cfg: RDTModelConfig, vocab_size: int, mask_token_id: int, max_seq_length: int) -> "RDT":
-        return cls(vocab_size, mask_token_id, max_seq_length, **vars(cfg))
-
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        "Token ids (B, T) -> the embedded input E(x) (B, T, C), through the input layers if there are any."
-        T = x.size(1)
-        if T > self.max_seq_length:
-            raise ValueError(f"sequence of {T} tokens is longer than max_seq_length={self.max_seq_length}")
-        pos = torch.arange(T, device=x.device)
-        e = self.drop(self.tok_emb(x) + self.pos_emb(pos))
-        for blk in self.input_layers:
-            e = blk(e, attn_bias=self._bias(T))
-        return e
+# %% ../nbs/06_rdt.ipynb #7a89309e
+@patch
+def embed(self: RDT, x: torch.Tensor) -> torch.Tensor:
+    "Token ids (B, T) -> the embedded input E(x) (B, T, C), through the input layers if there are any."
+    T = x.size(1)
+    if T > self.max_seq_length:
+        raise ValueError(f"sequence of {T} tokens is longer than max_seq_length={self.max_seq_length}")
+    pos = torch.arange(T, device=x.device)
+    e = self.drop(self.tok_emb(x) + self.pos_emb(pos))
+    for blk in self.input_layers:
+        e = blk(e, attn_bias=self._bias(T))
+    return e
 
-    def start(self, e: torch.Tensor) -> torch.Tensor:
-        "The latent before the first step: E(x) itself, or zeros when every step adds E(x) anyway (input injection)."
-        return torch.zeros_like(e) if self.config.input_injection else e
 
-    def _bias(self, T: int):
-        return None if self.attn_bias is None else self.attn_bias[:, :T, :T]
+@patch
+def start(self: RDT, e: torch.Tensor) -> torch.Tensor:
+    "The latent before the first step: E(x) itself, or zeros when every step adds E(x) anyway (input injection)."
+    return torch.zeros_like(e) if self.config.input_injection else e
 
-    def encode(self, h: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
-        """One pass of the shared encoder stack, H_k = Enc(H_{k+1});
-        with AdaLN conditioning, told the noise `level` (B,)."""
-        mods = [None] * len(self.encoder)
-        if self.config.conditioning == "adaln":
-            if level is None:
-                raise ValueError("this model is conditioned on the noise level: pass `level`")
-            m = self.level_mlp(level_embedding(level, h.size(-1)))  # (B, 4 * layers * C)
-            mods = m.view(h.size(0), len(self.encoder), 4, 1, h.size(-1)).unbind(1)  # per layer: (B, 4, 1, C)
-        for blk, mod in zip(self.encoder, mods):
-            h = blk(h, attn_bias=self._bias(h.size(1)), mod=None if mod is None else mod.unbind(1))
-        return h
 
-    def decode(self, h: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
-        "Logits (B, T, V) from a latent; with a bool `where` (B, T), only those positions: (N, V)."
-        for blk in self.decoder:
-            h = blk(h, attn_bias=self._bias(h.size(1)))
-        # the vocabulary projection is the costly part: skip what is not scored
-        if where is not None:
-            h = h[where]
-        return self.lm_head(self.ln_out(h))
+@patch
+def _bias(self: RDT, T: int):
+    return None if self.attn_bias is None else self.attn_bias[:, :T, :T]
 
-    def gate(self, h: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
-        """The predicted fraction of tokens still masked, in (0, 1), one per sequence: (B,). A monotone gate, given the
-        previous step's estimate `prev`, removes a share of it instead: prev * (1 - sigmoid(score)) <= prev."""
-        z = self.gate_mlp(h).mean(dim=1).squeeze(-1)  # per-position scores, averaged over the sequence
-        # 1 - sigmoid(z) = sigmoid(-z)
-        if self.config.monotone_gate and prev is not None:
-            return prev * torch.sigmoid(-z)
-        return torch.sigmoid(z)
+# %% ../nbs/06_rdt.ipynb #7081a834
+@patch
+def encode(self: RDT, h: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
+    """One pass of the shared encoder stack, H_k = Enc(H_{k+1});
+    with AdaLN conditioning, told the noise `level` (B,)."""
+    mods = [None] * len(self.encoder)
+    if self.config.conditioning == "adaln":
+        if level is None:
+            raise ValueError("this model is conditioned on the noise level: pass `level`")
+        m = self.level_mlp(level_embedding(level, h.size(-1)))  # (B, 4 * layers * C)
+        mods = m.view(h.size(0), len(self.encoder), 4, 1, h.size(-1)).unbind(1)  # per layer: (B, 4, 1, C)
+    for blk, mod in zip(self.encoder, mods):
+        h = blk(h, attn_bias=self._bias(h.size(1)), mod=None if mod is None else mod.unbind(1))
+    return h
 
-    def restore(
-        self, h: torch.Tensor, x: torch.Tensor, masked: torch.Tensor, logits: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Ids `x` (B, T) with the `masked` positions replaced by the decoder's best non-[MASK] token
-        read from latent `h` (or `logits`)."""
-        logits = self.decode(h, masked) if logits is None else logits  # (N, V): only the hidden positions are read out
-        # restoring a [MASK] as [MASK] restores nothing: then the runner-up
-        best = logits.topk(2, dim=-1).indices
-        out = x.clone()
-        out[masked] = torch.where(best[:, 0] == self.mask_token_id, best[:, 1], best[:, 0])
-        return out
+# %% ../nbs/06_rdt.ipynb #23139c46
+@patch
+def decode(self: RDT, h: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    "Logits (B, T, V) from a latent; with a bool `where` (B, T), only those positions: (N, V)."
+    for blk in self.decoder:
+        h = blk(h, attn_bias=self._bias(h.size(1)))
+    # the vocabulary projection is the costly part: skip what is not scored
+    if where is not None:
+        h = h[where]
+    return self.lm_head(self.ln_out(h))
 
-    def step(
-        self,
-        h: torch.Tensor,
-        e: torch.Tensor,
-        masked: torch.Tensor,
-        prev: RDTStep | None = None,
-        level: torch.Tensor | None = None,
-        decode: bool = False,
-    ) -> RDTStep:
-        """One denoising step from latent `h` (B, T, C), given the embedded input `e`, the `masked` positions (B, T) and
-        the previous step `prev` (None at the first). `level` (B,): the noise level a conditioned pass is told; by
-        default the masked fraction at the first step (it is plain to see) and the previous gate's estimate after."""
-        c = self.config
-        if c.input_injection:
-            h = h + e  # the input again: the pass cannot lose what it was given
-        if c.self_condition and prev is not None and prev.masked_logits is not None:
-            # the previous predictions as expected embeddings, no gradient through them
-            guess = torch.zeros_like(h)
-            guess[masked] = prev.masked_logits.detach().softmax(-1) @ self.tok_emb.weight.detach()
-            h = h + self.self_cond(guess)
-        if level is None and c.conditioning != "none":
-            level = masked.float().mean(1) if prev is None else prev.gate.detach()
-        h = self.encode(h, level)
-        sc = None
-        if c.self_condition:  # what the next step will read (and `inference` reuses)
-            with torch.no_grad():
-                sc = self.decode(h, masked)
-        return RDTStep(h, self.decode(h) if decode else None, self.gate(h, None if prev is None else prev.gate), sc)
 
-    def forward(self, x: torch.Tensor, decode: bool = True) -> RDTStep:
-        "One step from token ids (B, T): embed, one pass, and (by default) logits at every position."
-        e = self.embed(x)
-        return self.step(self.start(e), e, x == self.mask_token_id, decode=decode)
+@patch
+def gate(self: RDT, h: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+    """The predicted fraction of tokens still masked, in (0, 1), one per sequence: (B,). A monotone gate, given the
+    previous step's estimate `prev`, removes a share of it instead: prev * (1 - sigmoid(score)) <= prev."""
+    z = self.gate_mlp(h).mean(dim=1).squeeze(-1)  # per-position scores, averaged over the sequence
+    # 1 - sigmoid(z) = sigmoid(-z)
+    if self.config.monotone_gate and prev is not None:
+        return prev * torch.sigmoid(-z)
+    return torch.sigmoid(z)
 
-    def recursive_forward(
-        self,
-        x: torch.Tensor,
-        n_steps: int,
-        prev: RDTStep | None = None,
-        true_levels=None,
-        share: float = 1.0,
-        e: torch.Tensor | None = None,
-    ) -> list[RDTStep]:
-        """A training chain: `n_steps` steps from ids `x` (or continuing after step `prev`), every step kept for the
-        losses (logits left to the caller). A conditioned model is told, at step j, `share` x `true_levels[j]` (B,)
-        + (1 - share) x the previous gate's estimate; without `true_levels`, what `step` assumes (as at inference).
-        `e`: the embedded input, when the caller already has it (a chain continuing after `prev` must reuse it)."""
-        e = self.embed(x) if e is None else e
-        masked = x == self.mask_token_id
-        h = self.start(e) if prev is None else prev.h
-        steps = []
-        for j in range(n_steps):
-            level = None
-            if true_levels is not None and self.config.conditioning != "none":
-                level = (
-                    true_levels[j]
-                    if prev is None or share >= 1
-                    else share * true_levels[j] + (1 - share) * prev.gate.detach()
-                )
-            prev = self.step(h, e, masked, prev, level)
-            steps.append(prev)
-            h = prev.h
-        return steps
+# %% ../nbs/06_rdt.ipynb #058b839e
+@patch
+def restore(
+    self: RDT, h: torch.Tensor, x: torch.Tensor, masked: torch.Tensor, logits: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Ids `x` (B, T) with the `masked` positions replaced by the decoder's best non-[MASK] token
+    read from latent `h` (or `logits`)."""
+    logits = self.decode(h, masked) if logits is None else logits  # (N, V): only the hidden positions are read out
+    # restoring a [MASK] as [MASK] restores nothing: then the runner-up
+    best = logits.topk(2, dim=-1).indices
+    out = x.clone()
+    out[masked] = torch.where(best[:, 0] == self.mask_token_id, best[:, 1], best[:, 0])
+    return out
 
-    @torch.no_grad()
-    def inference(
-        self, x: torch.Tensor, threshold: float | None = 0.05, max_steps: int = 20, keep_steps: bool = False
-    ) -> RDTOutput:
-        """Restore the `[MASK]` tokens of `x` (B, T): step until the gate predicts less than `threshold` still masked,
-        or `max_steps`; `threshold=None` ignores the gate (fixed-step recursion). Unmasked tokens are kept as they are.
-        `keep_steps` also returns every step's restoration (for step-by-step views and fixed-step baselines)."""
-        if max_steps < 1:
-            raise ValueError(f"max_steps={max_steps} must be at least 1")
-        was = self.training
-        self.eval()
-        masked = x == self.mask_token_id
-        e = self.embed(x)
-        h, out, prev = self.start(e), x.clone(), None
-        steps = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-        done = torch.zeros(x.size(0), dtype=torch.bool, device=x.device)
-        gates, history = [], []
-        for t in range(1, max_steps + 1):
-            prev = self.step(h, e, masked, prev)
-            h = prev.h
-            # sequences that have not stopped keep updating their output
-            active = ~done
-            pred = self.restore(h, x, masked, prev.masked_logits)
-            out[active] = pred[active]
-            steps[active] = t
-            gates.append(prev.gate)
-            if keep_steps:
-                history.append(pred)
-            if threshold is not None:
-                done |= prev.gate < threshold
-            if done.all():
-                break
-        self.train(was)
-        return RDTOutput(out, steps, torch.stack(gates, 1), history if keep_steps else None)
+# %% ../nbs/06_rdt.ipynb #ce821f5a
+@patch
+def step(
+    self: RDT,
+    h: torch.Tensor,
+    e: torch.Tensor,
+    masked: torch.Tensor,
+    prev: RDTStep | None = None,
+    level: torch.Tensor | None = None,
+    decode: bool = False,
+) -> RDTStep:
+    """One denoising step from latent `h` (B, T, C), given the embedded input `e`, the `masked` positions (B, T) and
+    the previous step `prev` (None at the first). `level` (B,): the noise level a conditioned pass is told; by
+    default the masked fraction at the first step (it is plain to see) and the previous gate's estimate after."""
+    c = self.config
+    if c.input_injection:
+        h = h + e  # the input again: the pass cannot lose what it was given
+    if c.self_condition and prev is not None and prev.masked_logits is not None:
+        # the previous predictions as expected embeddings, no gradient through them
+        guess = torch.zeros_like(h)
+        guess[masked] = prev.masked_logits.detach().softmax(-1) @ self.tok_emb.weight.detach()
+        h = h + self.self_cond(guess)
+    if level is None and c.conditioning != "none":
+        level = masked.float().mean(1) if prev is None else prev.gate.detach()
+    h = self.encode(h, level)
+    sc = None
+    if c.self_condition:  # what the next step will read (and `inference` reuses)
+        with torch.no_grad():
+            sc = self.decode(h, masked)
+    return RDTStep(h, self.decode(h) if decode else None, self.gate(h, None if prev is None else prev.gate), sc)
+
+
+@patch
+def forward(self: RDT, x: torch.Tensor, decode: bool = True) -> RDTStep:
+    "One step from token ids (B, T): embed, one pass, and (by default) logits at every position."
+    e = self.embed(x)
+    return self.step(self.start(e), e, x == self.mask_token_id, decode=decode)
+
+
+@patch
+def recursive_forward(
+    self: RDT,
+    x: torch.Tensor,
+    n_steps: int,
+    prev: RDTStep | None = None,
+    true_levels=None,
+    share: float = 1.0,
+    e: torch.Tensor | None = None,
+) -> list[RDTStep]:
+    """A training chain: `n_steps` steps from ids `x` (or continuing after step `prev`), every step kept for the
+    losses (logits left to the caller). A conditioned model is told, at step j, `share` x `true_levels[j]` (B,)
+    + (1 - share) x the previous gate's estimate; without `true_levels`, what `step` assumes (as at inference).
+    `e`: the embedded input, when the caller already has it (a chain continuing after `prev` must reuse it)."""
+    e = self.embed(x) if e is None else e
+    masked = x == self.mask_token_id
+    h = self.start(e) if prev is None else prev.h
+    steps = []
+    for j in range(n_steps):
+        level = None
+        if true_levels is not None and self.config.conditioning != "none":
+            level = (
+                true_levels[j]
+                if prev is None or share >= 1
+                else share * true_levels[j] + (1 - share) * prev.gate.detach()
+            )
+        prev = self.step(h, e, masked, prev, level)
+        steps.append(prev)
+        h = prev.h
+    return steps
+
+# %% ../nbs/06_rdt.ipynb #8cff2904
+@patch
+@torch.no_grad()
+def inference(
+    self: RDT, x: torch.Tensor, threshold: float | None = 0.05, max_steps: int = 20, keep_steps: bool = False
+) -> RDTOutput:
+    """Restore the `[MASK]` tokens of `x` (B, T): step until the gate predicts less than `threshold` still masked,
+    or `max_steps`; `threshold=None` ignores the gate (fixed-step recursion). Unmasked tokens are kept as they are.
+    `keep_steps` also returns every step's restoration (for step-by-step views and fixed-step baselines)."""
+    if max_steps < 1:
+        raise ValueError(f"max_steps={max_steps} must be at least 1")
+    was = self.training
+    self.eval()
+    masked = x == self.mask_token_id
+    e = self.embed(x)
+    h, out, prev = self.start(e), x.clone(), None
+    steps = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+    done = torch.zeros(x.size(0), dtype=torch.bool, device=x.device)
+    gates, history = [], []
+    for t in range(1, max_steps + 1):
+        prev = self.step(h, e, masked, prev)
+        h = prev.h
+        # sequences that have not stopped keep updating their output
+        active = ~done
+        pred = self.restore(h, x, masked, prev.masked_logits)
+        out[active] = pred[active]
+        steps[active] = t
+        gates.append(prev.gate)
+        if keep_steps:
+            history.append(pred)
+        if threshold is not None:
+            done |= prev.gate < threshold
+        if done.all():
+            break
+    self.train(was)
+    return RDTOutput(out, steps, torch.stack(gates, 1), history if keep_steps else None)
 
 # %% ../nbs/06_rdt.ipynb #3f131f52
 @dataclass
@@ -427,28 +422,42 @@ class ChainLoss:
 RECON_ON = ("revealed", "masked")  # what the decoder is scored on: the tokens each step reveals, or every hidden one
 
 
+@dataclass
+class ChainSettings:
+    """How `chain_loss` draws and scores a chain: the training config's chain settings in one place (the trainer ramps
+    `max_start`, `max_level` and `true_level_share` as training goes on)."""
+
+    max_chain_length: int = 5  # trained steps L at most
+    max_start: int | None = None  # latest start i after gradient-free steps (None: T - 1)
+    max_level: int | None = None  # highest noise level s drawn (None: T)
+    recon_on: str = "revealed"  # score the tokens each step's level reveals, or every "masked" input token
+    loss_weight_recon: float = 1.0  # weight of the reconstruction loss
+    loss_weight_gate: float = 1.0  # weight of the gate loss
+    true_level_share: float = 1.0  # a level-conditioned model is told this share of the true level (the rest: its gate)
+
+    def __post_init__(self):
+        if self.recon_on not in RECON_ON:
+            raise ValueError(f"recon_on {self.recon_on!r} must be 'revealed' or 'masked'")
+
+
 def chain_loss(
     model: RDT,
-    x: torch.Tensor,
+    x: torch.Tensor,  # clean ids (B, T)
     masking: MaskingStrategy,
-    max_chain_length: int = 5,
-    loss_weight_recon: float = 1.0,
-    loss_weight_gate: float = 1.0,
-    level: int | None = None,
-    start: int | None = None,
-    length: int | None = None,
-    max_start: int | None = None,
-    recon_on: str = "revealed",
-    max_level: int | None = None,
-    true_level_share: float = 1.0,
+    settings: ChainSettings = ChainSettings(),  # how chains are drawn and scored
+    level: int | None = None,  # force the noise level s (a demo or a test); None: drawn per sequence
+    start: int | None = None,  # force the gradient-free steps i; None: drawn
+    length: int | None = None,  # force the trained steps L; None: drawn
     generator: torch.Generator | None = None,
 ) -> ChainLoss:
-    """The guide's chain on clean ids `x` (B, T): random levels s <= `max_level` (default T), start i <= `max_start`
-    (default T-1) and length L (or the given ones); reconstruction loss on the tokens `recon_on` = "revealed" by each
-    step's level, or on every "masked" input token at every step; gate loss on the fraction still hidden. A model
-    conditioned on the level is told `true_level_share` x the true level + the rest x its gate's previous estimate."""
-    if recon_on not in RECON_ON:
-        raise ValueError(f"recon_on {recon_on!r} must be 'revealed' or 'masked'")
+    """The guide's chain on clean ids `x`: random levels s <= `settings.max_level` (default T), start i <=
+    `max_start` (default T-1) and length L (or the given ones); reconstruction loss on the tokens `recon_on` =
+    "revealed" by each step's level, or on every "masked" input token at every step; gate loss on the fraction still
+    hidden. A model conditioned on the level is told `true_level_share` x the true level + the rest x its gate's
+    previous estimate."""
+    c = settings
+    max_chain_length, max_start, max_level, recon_on = c.max_chain_length, c.max_start, c.max_level, c.recon_on
+    true_level_share = c.true_level_share
     T, B = masking.total_steps, x.size(0)
     rnd = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))  # uniform integer in [lo, hi]
     # steps already taken
@@ -488,7 +497,7 @@ def chain_loss(
         gate.append(F.mse_loss(st.gate, ratios[rows, k].to(st.gate)))
     recon = torch.stack(recon).mean() if recon else x.new_zeros((), dtype=torch.float)
     gate = torch.stack(gate).mean()
-    return ChainLoss(loss_weight_recon * recon + loss_weight_gate * gate, recon, gate, s, i, L)
+    return ChainLoss(c.loss_weight_recon * recon + c.loss_weight_gate * gate, recon, gate, s, i, L)
 
 # %% ../nbs/06_rdt.ipynb #p2c0001
 def mlm_loss(model: RDT, x: torch.Tensor, generator: torch.Generator | None = None) -> ChainLoss:

@@ -7,8 +7,8 @@ Docs: https://rdtcourse.github.io/rdtcourse/rdt_train.html.md"""
 # %% auto #0
 __all__ = ['RDT_PRESETS', 'OBJECTIVES', 'RDTTrainingConfig', 'RDTDataConfig', 'RDTConfig', 'load_rdt_config', 'clean_wikitext',
            'wikitext_split', 'prepare_rdt_data', 'RandomSegments', 'fixed_segments', 'latest_start', 'true_level_share',
-           'highest_level', 'validate', 'train_rdt', 'load_rdt', 'denoise', 'format_result', 'restoration_scores',
-           'evaluate_restoration', 'denoise_trace', 'render_step', 'stepper']
+           'highest_level', 'chain_settings', 'validate', 'train_rdt', 'load_rdt', 'denoise', 'format_result',
+           'restoration_scores', 'evaluate_restoration', 'denoise_trace', 'render_step', 'stepper']
 
 # %% ../nbs/06_rdt_train.ipynb #4076f765
 import re
@@ -25,7 +25,8 @@ from .core import get_device, load_checkpoint, load_config, make_optimizer, make
 from .core import seed_everything, PRESETS_DIR
 from .data import load_text, load_tokens, load_wikitext, read_meta
 from .tokenizer import encode_corpus, load_tokenizer, train_wordpiece
-from .rdt import RDT, RDTModelConfig, MaskingStrategy, RECON_ON, chain_loss, mask_predict, mlm_loss
+from .rdt import RDT, RDTModelConfig, MaskingStrategy, RECON_ON, ChainSettings, chain_loss, mask_predict
+from .rdt import mlm_loss
 from .rdt import random_mask
 
 # %% ../nbs/06_rdt_train.ipynb #db08d684
@@ -221,6 +222,21 @@ def highest_level(cfg: RDTTrainingConfig, step: int, total: int) -> int:
     return _ramp(1, cfg.total_steps, cfg.level_warmup, step, total)
 
 
+def chain_settings(cfg: RDTTrainingConfig, **now) -> ChainSettings:
+    """The chain settings of a training config, with what the trainer ramps at this step in `now`; validation's
+    chains tell a conditioned model nothing of the true level (`true_level_share=0`), as at inference."""
+    return ChainSettings(
+        **{
+            "max_chain_length": cfg.max_chain_length,
+            "recon_on": cfg.recon_on,
+            "loss_weight_recon": cfg.loss_weight_recon,
+            "loss_weight_gate": cfg.loss_weight_gate,
+            "true_level_share": 0.0,
+            **now,
+        }
+    )
+
+
 @torch.no_grad()
 def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device, batch_size: int | None = None) -> dict:
     """Validation losses on fixed chains (seeded) and gate-driven exact match at 50% masking:
@@ -235,18 +251,7 @@ def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device,
         if cfg.objective == "mlm":
             cl = mlm_loss(model, x, generator=g)  # the baseline: its own loss, and one pass
         else:
-            cl = chain_loss(
-                model,
-                x,
-                masking,
-                cfg.max_chain_length,
-                cfg.loss_weight_recon,
-                cfg.loss_weight_gate,
-                max_start=cfg.max_chain_start,
-                recon_on=cfg.recon_on,
-                true_level_share=0.0,
-                generator=g,
-            )
+            cl = chain_loss(model, x, masking, chain_settings(cfg, max_start=cfg.max_chain_start), generator=g)
         m = random_mask(x.size(0), x.size(1), 0.5, g).to(device)
         out = model.inference(
             torch.where(m, model.mask_token_id, x),
@@ -281,7 +286,7 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
         prepare_rdt_data(d)  # rank 0 tokenizes; the others then read its cache
     dist.barrier()
     tok, train_tokens, val_tokens = prepare_rdt_data(d)
-    model = RDT.from_config(cfg.model, len(tok), tok.mask_token_id, d.max_seq_length).to(device)
+    model = RDT(cfg.model, len(tok), tok.mask_token_id, d.max_seq_length).to(device)
     if dist.enabled:
         seed_everything(o.seed + dist.rank)  # then each rank its own masks and chains
     opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
@@ -359,18 +364,14 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
                 if t.objective == "mlm":
                     cl = mlm_loss(model, x)
                 else:
-                    cl = chain_loss(
-                        model,
-                        x,
-                        masking,
-                        min(t.max_chain_length, top),
-                        t.loss_weight_recon,
-                        t.loss_weight_gate,
+                    settings = chain_settings(
+                        t,
+                        max_chain_length=min(t.max_chain_length, top),
                         max_start=min(latest_start(t, step, total), top - 1),
                         max_level=top,
-                        recon_on=t.recon_on,
                         true_level_share=true_level_share(t, step, total),
                     )
+                    cl = chain_loss(model, x, masking, settings)
                 opt.zero_grad(set_to_none=True)
                 cl.total.backward()
                 # RDT trains through its chain methods, not forward: DDP by hand
@@ -438,7 +439,7 @@ def load_rdt(checkpoint, device=None):
         raise FileNotFoundError(f"tokenizer folder {str(tok_dir)!r} not found beside the checkpoint")
     tok = load_tokenizer(tok_dir)
     V = state["model"]["tok_emb.weight"].shape[0]
-    model = RDT.from_config(cfg.model, V, tok.mask_token_id, cfg.data.max_seq_length)
+    model = RDT(cfg.model, V, tok.mask_token_id, cfg.data.max_seq_length)
     model.load_state_dict(state["model"])
     return model.to(get_device(device)).eval(), tok, cfg
 

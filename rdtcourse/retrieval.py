@@ -584,7 +584,7 @@ def load_retrieval_data(cfg: RetrievalConfig, movie_data: MovieLensMovieData | N
     movie_data = movie_data or MovieLensMovieData.load(
         cfg.embed_model, cfg.cache_dir, cfg.max_items or None, movies=movies
     )
-    tokenizer = load_rqvae(cfg.rqvae, movie_data)
+    tokenizer, _, _ = load_rqvae(cfg.rqvae, movie_data)
     seq = MovieLensSeqData.from_ratings(ratings, movie_data, cfg.max_seq_len, cfg.max_users)
     return movie_data, seq, tokenizer
 

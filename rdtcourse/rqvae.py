@@ -10,6 +10,7 @@ __all__ = ['EMBED_MODEL', 'movie_texts', 'genre_matrix', 'load_sentence_encoder'
            'make_tokenizer', 'train_rqvae', 'load_rqvae', 'movies_sharing_prefix', 'codebook_explorer']
 
 # %% ../nbs/07_rqvae.ipynb #e4c67161
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,7 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import atomic_write_text, progress
+from rdtcourse.core import (
+    CheckpointError,
+    ConfigError,
+    OptimConfig,
+    atomic_write_text,
+    config_from_dict,
+    load_checkpoint,
+)
+from .core import make_optimizer, progress, replace_config, save_checkpoint, save_config, seed_everything
 from .data import load_table
 
 # %% ../nbs/07_rqvae.ipynb #8d5115e5
@@ -360,6 +369,19 @@ def codebook_health(codes: torch.Tensor, codebook_size: int) -> dict:
     return out
 
 # %% ../nbs/07_rqvae.ipynb #3af0a8fb
+def _rqvae_optim() -> OptimConfig:
+    "A constant learning rate: the RQ-VAE trains in seconds, from k-means codebooks, with no schedule to tune."
+    return OptimConfig(
+        lr=1e-3,
+        min_lr=0.0,  # not used: the rate stays at lr
+        weight_decay=0.0,
+        max_steps=3000,
+        log_interval=100,  # steps between health records (each encodes the whole corpus)
+        out_dir="runs/rqvae",  # where rqvae.pt, config.yaml and health.json go
+        seed=0,  # seeds init, batches and k-means
+    )
+
+
 @dataclass
 class RQVAEConfig:
     "Everything `rdtcourse rqvae train` needs (CPU defaults; the same values work on a GPU, which this does not need)."
@@ -375,13 +397,16 @@ class RQVAEConfig:
     rotation_trick: bool = False  # gradients through the quantizer by rotation instead of straight-through
     restart_after: int = 50  # steps a code may go unused before it is restarted (0: never restart)
     kmeans_init: bool = True  # start the codebooks from k-means on encoded items (False: random, as in plain VQ)
-    steps: int = 3000  # optimizer steps
     batch_size: int = 512  # items per step
-    lr: float = 1e-3  # AdamW learning rate
-    weight_decay: float = 0.0  # AdamW weight decay
-    log_every: int = 100  # steps between health records
-    seed: int = 0  # seeds init, batches and k-means
-    out_dir: str = "runs/rqvae"  # where rqvae.pt, config.yaml and health.json go
+    optim: OptimConfig = field(default_factory=_rqvae_optim)
+
+    def __post_init__(self):
+        o = self.optim
+        if o.max_steps < 1:
+            raise ConfigError(f"optim.max_steps={o.max_steps} must be at least 1 (the RQ-VAE counts steps)")
+        if o.min_lr or o.min_lr_ratio or o.warmup_steps or o.warmup_ratio:
+            raise ConfigError("rqvae train keeps optim.lr constant: leave optim.min_lr, min_lr_ratio and warm-up at 0")
+        o.check_unused("rqvae train", "grad_accum", "epochs", "eval_interval", "save_interval", "stop_at")
 
 # %% ../nbs/07_rqvae.ipynb #195eff76
 def make_tokenizer(cfg: RQVAEConfig, input_dim: int) -> SemanticIdTokenizer:
@@ -399,14 +424,13 @@ def make_tokenizer(cfg: RQVAEConfig, input_dim: int) -> SemanticIdTokenizer:
 
 def train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None = None, bar: bool = True):
     """Train the RQ-VAE on the movie features, then fix every item's semantic ID. Returns (model, data, history);
-    history has one record per `log_every` steps: losses and the codebook health of the whole corpus."""
-    from rdtcourse.core import seed_everything, save_config, save_checkpoint
-
-    seed_everything(cfg.seed)
+    history has one record per `optim.log_interval` steps: losses and the codebook health of the whole corpus."""
+    o = cfg.optim
+    seed_everything(o.seed)
     data = data or MovieLensMovieData.load(cfg.embed_model, cfg.cache_dir, cfg.max_items or None)
     x = data.features
     model = make_tokenizer(cfg, x.size(1))
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(o.seed)
     model.train()
     if cfg.kmeans_init:
         model.quantizer.init_kmeans(
@@ -414,16 +438,16 @@ def train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None = None, bar: b
         )
     else:
         model.quantizer.initialised.fill_(True)  # keep the random codebooks
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), decay="all")
     history = []
-    pbar = progress(range(1, cfg.steps + 1), desc="rqvae", disable=not bar)
+    pbar = progress(range(1, o.max_steps + 1), desc="rqvae", disable=not bar)
     for step in pbar:
         idx = torch.randint(len(x), (cfg.batch_size,), generator=g)
         out = model(x[idx])
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % o.log_interval == 0 or step == o.max_steps:
             model.eval()
             with torch.no_grad():
                 full = model(x)
@@ -441,25 +465,36 @@ def train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None = None, bar: b
             )
     model.eval()
     model.precompute_corpus_ids(x)
-    out = Path(cfg.out_dir)
+    out = Path(o.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     save_checkpoint(
         out / "rqvae.pt",
-        {"model": model.state_dict(), "config": model.config, "embed_model": data.embed_model, "n_items": len(x)},
+        {
+            "model": model.state_dict(),
+            "config": dataclasses.asdict(cfg),  # the job's config; model.config (the shapes) rebuilds the model
+            "model_config": model.config,
+            "embed_model": data.embed_model,
+            "n_items": len(x),
+        },
     )
     atomic_write_text(out / "health.json", json.dumps(history[-1], indent=1))
     return model, data, history
 
 # %% ../nbs/07_rqvae.ipynb #7c780e1b
-def load_rqvae(path, data: MovieLensMovieData | None = None) -> SemanticIdTokenizer:
-    "A trained SemanticIdTokenizer from rqvae.pt; with `data`, checks that it was trained on the same items."
-    from rdtcourse.core import load_checkpoint, CheckpointError
-
+def load_rqvae(path, data: MovieLensMovieData | None = None):
+    """(SemanticIdTokenizer in eval mode, None, RQVAEConfig) from rqvae.pt, the shape of every chapter's loader:
+    the RQ-VAE is itself the tokenizer chapter 8 uses, so there is no other. With `data`, checks that it was trained on
+    the same items."""
     state = load_checkpoint(path)
     if "config" not in state or "corpus_ids" not in state.get("model", {}):
         raise CheckpointError(f"{path} is not an RQ-VAE checkpoint written by `rdtcourse rqvae train`")
-    model = SemanticIdTokenizer(**state["config"])
+    if "model_config" in state:
+        cfg, shapes = config_from_dict(RQVAEConfig, state["config"], source=str(path)), state["model_config"]
+    else:  # written before the job's config was saved beside the shapes
+        shapes = state["config"]
+        cfg = replace_config(RQVAEConfig(), {k: v for k, v in shapes.items() if k in RQVAEConfig.__dataclass_fields__})
+    model = SemanticIdTokenizer(**shapes)
     model.corpus_ids = torch.zeros_like(state["model"]["corpus_ids"])  # sized like the saved one before loading
     model.load_state_dict(state["model"])
     model.eval()
@@ -468,7 +503,7 @@ def load_rqvae(path, data: MovieLensMovieData | None = None) -> SemanticIdTokeni
             f"{path} was trained on {state['n_items']:,} items embedded by {state['embed_model']!r}, "
             f"not on these {len(data.features):,} embedded by {data.embed_model!r}"
         )
-    return model
+    return model, None, cfg
 
 # %% ../nbs/07_rqvae.ipynb #91cb6a21
 def movies_sharing_prefix(

@@ -19,15 +19,16 @@ import math
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
-from .core import ConfigError, RunLogger, atomic_path, atomic_write_text, replace_config, save_config
-from .core import seed_everything
+from .core import ConfigError, NullLogger, OptimConfig, RunLogger, atomic_path, atomic_write_text
+from .core import config_from_dict, make_optimizer, replace_config, save_config, seed_everything
 from .data import load_text
 from .tokenizer import encode_corpus, train_bpe
 from .gpt import export_hf
@@ -373,76 +374,55 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return loss, (labels != -100).sum()
 
 # %% ../nbs/09_tow_sft.ipynb #6b26c84a
+def _sft_optim() -> OptimConfig:
+    "The brief's training settings, by their names here (`ALIASES` maps learning_rate, num_train_epochs...)."
+    return OptimConfig(
+        lr=1e-3,  # AdamW peak rate (1e-3 for the course's 1M-parameter base; 2e-5 for a 7B model)
+        min_lr=0.0,  # the brief's linear schedule decays to 0
+        warmup_ratio=0.03,  # the brief: 0.03
+        weight_decay=0.0,  # the brief: 0.0
+        epochs=2,  # the brief: 2
+        save_interval=0,  # accelerator.save_state every this many steps into out_dir/ckpt_step_N/ (0: off)
+        out_dir="output/",  # the final model (safetensors) + tokenizer, ckpt_step_N/ checkpoints, log.jsonl, tb/
+        seed=42,  # seeds the shuffle, the new rows' noise-free init and everything else
+    )
+
+
 @dataclass
 class FlatArguments:
-    "Everything `rdtcourse sft train` needs: the brief's fields and defaults, plus what resuming and tracking need."
+    "Everything `rdtcourse sft train` needs: the brief's fields and defaults (how it optimises and saves: `optim`)."
 
     # a local model folder (rdtcourse sft base makes the offline one) or, online, a hub name
-
     model_name_or_path: str = "runs/sft/base/hf"
     dataset_name: str = ""  # a hub dataset with prompt/completion columns (online); empty: use train_file
     # JSON lines with "prompt" and "completion" (rdtcourse sft data writes them)
     train_file: str = "runs/sft/data/tow_train.jsonl"
-    output_dir: str = "output/"  # the final model (safetensors) + tokenizer, step_N/ checkpoints, log.jsonl, tb/
     per_device_train_batch_size: int = 8  # examples per process per micro-batch
-    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step: global batch = this x batch x processes
-    num_train_epochs: int = 2  # passes over the data (the brief: 2)
-    # optimizer steps; 0: as many as num_train_epochs take. Set it to compare runs at equal steps
-    max_train_steps: int = 0
     # prompt + completion + EOS are cut to this many tokens (0: the model's context, as the brief's None)
     max_seq_length: int = 0
-    learning_rate: float = 1e-3  # AdamW peak rate (1e-3 for the course's 1M-parameter base; 2e-5 for a 7B model)
-    warmup_ratio: float = 0.03  # share of the steps spent warming the rate up linearly (the brief: 0.03)
-    weight_decay: float = 0.0  # AdamW weight decay (the brief: 0.0)
-    clip_grad_norm: float = 1.0  # clip the global gradient norm (0: off)
-    checkpointing_steps: int = 0  # accelerator.save_state every this many steps into output_dir/step_N (0: off)
-    keep_last_n_checkpoints: int = 2  # step_N folders kept (older ones are deleted)
-    # "latest": the newest step_N in output_dir (if any); or a step_N path; "": start fresh
+    # a ckpt_step_N folder to start from (default: the newest in optim.out_dir, if any; "latest" says the same)
     resume_from_checkpoint: str = ""
-    # stop after this many steps (to continue later with resume_from_checkpoint); 0: run to the end
-    stop_after_steps: int = 0
-    seed: int = 42  # seeds the shuffle, the new rows' noise-free init and everything else
     preprocessing_num_workers: int = 0  # Dataset.map processes (0: in this process; 2+ for large datasets)
-    with_tracking: bool = False  # also log to Weights & Biases (TensorBoard always logs to output_dir/tb)
-    logging_steps: int = 10  # steps between log records
     add_tow_tokens: bool = True  # add <ToW> and </ToW> as special tokens (also for plain runs: the same vocabulary)
     tow_init_token: str = "---"  # the new rows start as the mean embedding of this text's tokens (the paper: "---")
     mixed_precision: str = "no"  # accelerate's "no", "fp16" or "bf16" (GPUs)
-    device: str = "auto"  # "auto": a GPU when there is one; "cpu" forces the CPU
     load_in_4bit: bool = False  # QLoRA: a 4-bit base (bitsandbytes, CUDA only) with LoRA adapters (peft)
     lora_rank: int = 16  # LoRA rank when load_in_4bit is on
     deepspeed: str = ""  # a DeepSpeed JSON config (GPUs, the deepspeed package)
+    optim: OptimConfig = field(default_factory=_sft_optim)  # the brief's linear schedule: min_lr is not used
 
     def __post_init__(self):
-        for k in (
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "num_train_epochs",
-            "logging_steps",
-            "lora_rank",
-        ):
+        for k in ("per_device_train_batch_size", "lora_rank"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k}={getattr(self, k)} must be a positive integer")
-        for k in (
-            "max_seq_length",
-            "max_train_steps",
-            "checkpointing_steps",
-            "keep_last_n_checkpoints",
-            "stop_after_steps",
-            "preprocessing_num_workers",
-            "weight_decay",
-            "clip_grad_norm",
-        ):
+        for k in ("max_seq_length", "preprocessing_num_workers"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k}={getattr(self, k)} must not be negative")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate={self.learning_rate} must be positive")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"mixed_precision={self.mixed_precision!r} must be 'no', 'fp16' or 'bf16'")
         if not (self.dataset_name or self.train_file):
             raise ConfigError("give train_file (a JSON-lines file) or dataset_name (a hub dataset)")
+        self.optim.check_unused("sft train", "eval_interval")  # no validation inside the loop
 
 
 def check_gpu_options(args: FlatArguments) -> None:
@@ -464,48 +444,29 @@ def check_gpu_options(args: FlatArguments) -> None:
             raise ConfigError("deepspeed needs CUDA GPUs; this machine has none")
 
 # %% ../nbs/09_tow_sft.ipynb #6e5a0a8e
-class _Quiet:
-    "What processes other than the main one log: nothing (one bar, one log file, one TensorBoard)."
-
-    def progress(self, *a, **k):
-        pass
-
-    def log(self, *a, **k):
-        pass
-
-    def write(self, *a, **k):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
 def _checkpoints(out: Path) -> list[Path]:
-    "Complete step_N folders (their trainer_state.json is written last), oldest first."
-    done = [d for d in out.glob("step_*") if (d / "trainer_state.json").is_file() and d.name[5:].isdigit()]
-    return sorted(done, key=lambda d: int(d.name[5:]))
+    "Complete ckpt_step_N folders (their trainer_state.json is written last), oldest first."
+    done = [d for d in out.glob("ckpt_step_*") if (d / "trainer_state.json").is_file() and d.name[10:].isdigit()]
+    return sorted(done, key=lambda d: int(d.name[10:]))
 
 
 def _resume_dir(args: FlatArguments) -> Path | None:
-    if not args.resume_from_checkpoint:
-        return None
-    if args.resume_from_checkpoint == "latest":
-        found = _checkpoints(Path(args.output_dir))
+    "The one resume rule: `resume_from_checkpoint` if it names a folder, else the newest in out_dir (or None)."
+    if args.resume_from_checkpoint in ("", "latest"):
+        found = _checkpoints(Path(args.optim.out_dir))
         return found[-1] if found else None
     d = Path(args.resume_from_checkpoint)
     if not (d / "trainer_state.json").is_file():
-        raise ConfigError(f"resume_from_checkpoint={str(d)!r} is not a step_N folder written by sft train")
+        raise ConfigError(f"resume_from_checkpoint={str(d)!r} is not a ckpt_step_N folder written by sft train")
     return d
 
 
 def train_sft(args: FlatArguments, bar: bool = True) -> dict:
     """Fine-tune `args.model_name_or_path` on prompt/completion data, the brief's way (Accelerator, AdamW, a
-    linear schedule with warm-up, accelerator.backward, save_state every checkpointing_steps, save_pretrained at
-    the end), with the loss normalised over the target tokens of each whole accumulation window. Runs as one
-    process or under torchrun (one per GPU, or gloo on CPU). Returns a summary of the run."""
+    linear schedule with warm-up, accelerator.backward, save_state every optim.save_interval steps, save_pretrained
+    at the end), with the loss normalised over the target tokens of each whole accumulation window. Runs as one
+    process or under torchrun (one per GPU, or gloo on CPU); resumes from the newest checkpoint in optim.out_dir.
+    Returns a summary of the run."""
     from accelerate import Accelerator, DataLoaderConfiguration
     from transformers import DataCollatorForSeq2Seq, get_scheduler
 
@@ -524,13 +485,14 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
         from accelerate import DeepSpeedPlugin
 
         plugin = DeepSpeedPlugin(hf_ds_config=args.deepspeed)
+    o = args.optim
     accelerator = Accelerator(
-        cpu=args.device == "cpu" or not torch.cuda.is_available(),
+        cpu=o.device == "cpu" or not torch.cuda.is_available(),
         mixed_precision=args.mixed_precision,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         deepspeed_plugin=plugin,
     )
-    seed_everything(args.seed)
+    seed_everything(o.seed)
     collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
     # the shuffle's generator carries the seed: accelerate's seedable sampler reshuffles from it + epoch every epoch
     loader = torch.utils.data.DataLoader(
@@ -538,30 +500,25 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
         shuffle=True,
         batch_size=args.per_device_train_batch_size,
         collate_fn=collator,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=torch.Generator().manual_seed(o.seed),
     )
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    other = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": other, "weight_decay": 0.0}],
-        lr=args.learning_rate,
-    )
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
     model, opt, loader = accelerator.prepare(model, opt, loader)
-    k = args.gradient_accumulation_steps
+    k = o.grad_accum
     steps_per_epoch = math.ceil(len(loader) / k)  # a short last window still makes a step
-    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    # stepped by hand once per optimizer step (a prepared scheduler steps once per process)
-    sched = get_scheduler(
-        "linear", opt, num_warmup_steps=int(max_steps * args.warmup_ratio), num_training_steps=max_steps
-    )
+    max_steps = o.max_steps or o.epochs * steps_per_epoch
+    # the brief's linear decay to 0, stepped by hand once per optimizer step (a prepared one steps once per process)
+    sched = get_scheduler("linear", opt, num_warmup_steps=o.warmup(max_steps), num_training_steps=max_steps)
     accelerator.register_for_checkpointing(sched)
-    out = Path(args.output_dir)
+    out = Path(o.out_dir)
     step = 0
     if resume is not None:
         accelerator.load_state(str(resume))  # weights, optimizer, scheduler, every RNG
         step = json.loads((resume / "trainer_state.json").read_text())["step"]
     if accelerator.is_main_process:
         save_config(args, out)
+    if step >= max_steps:
+        accelerator.print(f"nothing to do: {out} is already at step {step} of {max_steps}")
     accelerator.print(
         f"resuming from step {step} ({resume})"
         if resume
@@ -569,12 +526,21 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
         f"{data_stats['examples']:,} examples ({data_stats['dropped']} dropped: completion cut away), {max_steps:,} "
         f"steps, {accelerator.num_processes} process(es), device {accelerator.device}"
     )
-    end = min(max_steps, args.stop_after_steps) if args.stop_after_steps else max_steps
+    end = min(max_steps, o.stop_at) if o.stop_at else max_steps
     t0, losses = time.time(), []
     log_cm = (
-        RunLogger(out, total=max_steps, initial=step, desc="sft", wandb=args.with_tracking, config=args, bar=bar)
+        RunLogger(
+            out,
+            total=max_steps,
+            initial=step,
+            desc="sft",
+            tensorboard=o.tensorboard,
+            wandb=o.wandb,
+            config=args,
+            bar=bar,
+        )
         if accelerator.is_main_process
-        else _Quiet()
+        else NullLogger()  # one bar, one log file, one TensorBoard
     )
 
     def optimizer_step(window: list) -> float:
@@ -593,8 +559,8 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
                 loss_sum, _ = token_loss_sum(logits, b["labels"])
                 accelerator.backward(loss_sum * accelerator.num_processes / n_global)  # x processes: undoes DDP's mean
             total += loss_sum.detach()
-        if args.clip_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
+        if o.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), o.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -618,10 +584,10 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
                 step += 1
                 lr = sched.get_last_lr()[0]
                 log.progress(step, loss=losses[-1], lr=lr)
-                if step % args.logging_steps == 0 or step == end:
+                if step % o.log_interval == 0 or step == end:
                     log.log(step, **{"train/loss": losses[-1], "lr": lr})
-                if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                    _save_state(accelerator, out, step, args.keep_last_n_checkpoints)
+                if o.save_interval and step % o.save_interval == 0:
+                    _save_state(accelerator, out, step, o.keep_last)
                 if step >= end:
                     break
             if window and step < end:  # the epoch's short last window
@@ -629,12 +595,12 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
                 step += 1
                 log.progress(step, loss=losses[-1])
                 log.log(step, **{"train/loss": losses[-1], "lr": sched.get_last_lr()[0]})
-                if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                    _save_state(accelerator, out, step, args.keep_last_n_checkpoints)
+                if o.save_interval and step % o.save_interval == 0:
+                    _save_state(accelerator, out, step, o.keep_last)
             epoch += 1
     seconds = time.time() - t0
-    if step < max_steps and args.checkpointing_steps and not (out / f"step_{step}").exists():
-        _save_state(accelerator, out, step, args.keep_last_n_checkpoints)  # stopped early: keep where we are
+    if step < max_steps and o.save_interval and not (out / f"ckpt_step_{step}").exists():
+        _save_state(accelerator, out, step, o.keep_last)  # stopped early: keep where we are
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and step >= max_steps:
         # model.safetensors + config.json
@@ -658,8 +624,10 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
 
 
 def _save_state(accelerator, out: Path, step: int, keep: int) -> None:
-    "accelerator.save_state into out/step_N, marked complete by trainer_state.json; keep the newest `keep`."
-    d = out / f"step_{step}"
+    """accelerator.save_state into out/ckpt_step_N/, marked complete by trainer_state.json; keep the newest `keep`.
+    A folder, not chapter 0's single file: with DeepSpeed or 4-bit LoRA only accelerate knows how to save and load
+    the sharded optimizer and adapter states, so it writes them and `_checkpoints` reads only complete folders."""
+    d = out / f"ckpt_step_{step}"
     accelerator.save_state(str(d))
     if accelerator.is_main_process:
         atomic_write_text(d / "trainer_state.json", json.dumps({"step": step}))
@@ -709,6 +677,9 @@ def answer_accuracy(model, tokenizer, rows: list, **kwargs) -> tuple[np.ndarray,
 
 
 def load_finetuned(path, device: str = "cpu"):
-    "A fine-tuned (or base) model folder -> (model in eval mode, tokenizer), with the pad token set."
+    """A fine-tuned (or base) model folder -> (model in eval mode, tokenizer with the pad token set, FlatArguments
+    the folder was trained with, or None for a model `sft train` did not write)."""
     model, tokenizer = load_model_and_tokenizer(str(path))
-    return model.to(device).eval(), tokenizer
+    saved = Path(path) / "config.yaml"
+    cfg = config_from_dict(FlatArguments, yaml.safe_load(saved.read_text()), str(saved)) if saved.is_file() else None
+    return model.to(device).eval(), tokenizer, cfg

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 from rdtcourse.core import ConfigError, load_checkpoint, read_log
-from rdtcourse.rdt import RDT, RDTModelConfig, MaskingStrategy, chain_loss, mask_predict, mlm_loss, random_mask
+from rdtcourse.rdt import RDT, RDTModelConfig, ChainSettings, MaskingStrategy, chain_loss, mask_predict, mlm_loss
+from rdtcourse.rdt import random_mask
 from rdtcourse.rdt_train import (
     RDT_PRESETS,
     clean_wikitext,
@@ -28,12 +29,8 @@ pytestmark = pytest.mark.xdist_group("rdt")  # one worker trains the shared tiny
 
 
 def tiny_model(**kw):
-    return RDT(
-        50,
-        mask_token_id=4,
-        max_seq_length=16,
-        **{**dict(d_model=32, n_heads=4, n_encoder_layers=2, d_ff=64, dropout=0.0), **kw},
-    )
+    cfg = RDTModelConfig(**{**dict(d_model=32, n_heads=4, n_encoder_layers=2, d_ff=64, dropout=0.0), **kw})
+    return RDT(cfg, 50, mask_token_id=4, max_seq_length=16)  # built from its config, like GPT(cfg)
 
 
 @pytest.mark.parametrize("name", MaskingStrategy.KINDS)
@@ -105,7 +102,7 @@ def test_chain_loss_trains_every_part_and_falls():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     masking, losses = MaskingStrategy("linear", 5), []
     for i in range(60):
-        cl = chain_loss(model, x, masking, max_chain_length=2, max_start=0)
+        cl = chain_loss(model, x, masking, ChainSettings(max_chain_length=2, max_start=0))
         opt.zero_grad()
         cl.total.backward()
         if i == 0:
@@ -123,8 +120,8 @@ def test_chain_loss_levels_and_bad_arguments():
     with pytest.raises(ValueError, match="length"):
         chain_loss(model, x, MaskingStrategy("linear", 10), start=9, length=2)
     with pytest.raises(ValueError, match="'revealed' or 'masked'"):
-        chain_loss(model, x, MaskingStrategy("linear", 10), recon_on="all")
-    assert chain_loss(model, x, MaskingStrategy("linear", 10), level=5, start=0, length=1, recon_on="masked").recon > 0
+        chain_loss(model, x, MaskingStrategy("linear", 10), ChainSettings(recon_on="all"))
+    assert chain_loss(model, x, MaskingStrategy("linear", 10), ChainSettings(recon_on="masked"), 5, 0, 1).recon > 0
 
 
 def test_clean_wikitext():
@@ -293,7 +290,7 @@ def test_restoration_scores_are_per_segment_and_paired(trained):
     assert (s["mask_predict_1"] == s["pass_1"]).all()  # one iteration of mask-predict is one pass
     again = restoration_scores(model, seg, 0.5, max_steps=3, batch_size=4)
     assert (again["pass_3"] == s["pass_3"]).all()  # the same masks every time
-    other = RDT(len(tok), tok.mask_token_id, 24, d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32)
+    other = RDT(RDTModelConfig(d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32), len(tok), tok.mask_token_id, 24)
     # and for any model
     assert (
         restoration_scores(other, seg, 0.5, max_steps=2, unigram_id=7, batch_size=4)["unigram"] == s["unigram"]
@@ -412,10 +409,10 @@ def test_level_curriculum():
     assert [highest_level(t, s, 100) for s in (0, 5, 25, 49, 50, 99)] == [1, 1, 5, 9, 10, 10]
     assert highest_level(RDTTrainingConfig(total_steps=10), 0, 100) == 10  # 0: every level from the start
     model, x = tiny_model(), torch.randint(5, 50, (64, 16))
-    cl = chain_loss(model, x, MaskingStrategy("linear", 10), max_level=2, max_start=0, length=1)
+    cl = chain_loss(model, x, MaskingStrategy("linear", 10), ChainSettings(max_level=2, max_start=0), length=1)
     assert set(cl.levels.tolist()) <= {1, 2} and len(set(cl.levels.tolist())) == 2
     with pytest.raises(ValueError, match="max_level"):
-        chain_loss(model, x, MaskingStrategy("linear", 10), max_level=11)
+        chain_loss(model, x, MaskingStrategy("linear", 10), ChainSettings(max_level=11))
     with pytest.raises(ConfigError, match="level_warmup"):
         load_rdt_config("cpu", sets=["training.level_warmup=1.5"])
     with pytest.raises(ConfigError, match="recon_on='all'"):
@@ -490,7 +487,7 @@ def test_every_mechanism_trains_through_the_chain():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     masking, losses = MaskingStrategy("linear", 5), []
     for i in range(60):
-        cl = chain_loss(model, x, masking, max_chain_length=3, max_start=1, true_level_share=1 - i / 60)
+        cl = chain_loss(model, x, masking, ChainSettings(max_chain_length=3, max_start=1, true_level_share=1 - i / 60))
         opt.zero_grad()
         cl.total.backward()
         if i == 0:

@@ -137,7 +137,8 @@ def R(**kw) -> RetrievalConfig:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("retrieval")
-    rq = RQVAEConfig(
+    rq = replace_config(
+        RQVAEConfig(),
         max_items=300,
         cache_dir=str(out / "cache"),
         hidden_dims=[64],

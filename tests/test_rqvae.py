@@ -16,7 +16,7 @@ from rdtcourse.rqvae import (
     rotate_to,
     train_rqvae,
 )
-from rdtcourse.core import CheckpointError
+from rdtcourse.core import CheckpointError, replace_config
 
 
 def test_quantizer_shapes_and_straight_through():
@@ -79,7 +79,8 @@ def test_genre_matrix():
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("rqvae")
-    cfg = RQVAEConfig(
+    cfg = replace_config(  # steps, log_every, out_dir: the brief's names, aliases of optim.*
+        RQVAEConfig(),
         max_items=300,
         cache_dir=str(out / "cache"),
         hidden_dims=[64],
@@ -98,7 +99,8 @@ def test_ids_unique_and_stable_after_save_and_load(small):
     cfg, model, data, history = small
     ids = model.corpus_ids
     assert ids.shape == (300, 4) and len(set(map(tuple, ids.tolist()))) == 300  # 8^3 = 512 cells, yet unique
-    again = load_rqvae(Path(cfg.out_dir) / "rqvae.pt", data)
+    again, tok, saved = load_rqvae(Path(cfg.optim.out_dir) / "rqvae.pt", data)  # every loader's shape
+    assert tok is None and saved == cfg
     assert torch.equal(again.corpus_ids, ids) and torch.equal(again.encode(data.features), model.encode(data.features))
     assert again.item_of(again.id_of(123)) == 123 and again.item_of((99, 99, 99, 0)) is None
     with pytest.raises(ValueError, match="not in the corpus"):
@@ -110,7 +112,7 @@ def test_checkpoint_of_other_data_is_refused(small, tmp_path):
     cfg, model, data, _ = small
     other = MovieLensMovieData(data.movies.iloc[:10], data.features[:10], data.genres, data.embed_model)
     with pytest.raises(CheckpointError, match="300 items"):
-        load_rqvae(Path(cfg.out_dir) / "rqvae.pt", other)
+        load_rqvae(Path(cfg.optim.out_dir) / "rqvae.pt", other)
     torch.save({"model": {}}, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="not an RQ-VAE checkpoint"):
         load_rqvae(tmp_path / "x.pt")

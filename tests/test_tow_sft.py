@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
-from rdtcourse.core import ConfigError
+from rdtcourse.core import ConfigError, replace_config
 from rdtcourse.tow_sft import (
     FlatArguments,
     PromptBoundaryError,
@@ -45,8 +45,9 @@ def setup(tmp_path_factory):
 
 def _args(setup, name, **kw):
     out, base, files, _, _ = setup
-    return FlatArguments(
-        **{
+    return replace_config(  # the brief's flat names (output_dir, learning_rate...) are aliases of optim.*
+        FlatArguments(),
+        {
             **dict(
                 model_name_or_path=str(base),
                 train_file=str(files["tow"]),
@@ -58,7 +59,7 @@ def _args(setup, name, **kw):
                 max_seq_length=0,
             ),
             **kw,
-        }
+        },
     )
 
 
@@ -151,12 +152,10 @@ def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup)
     s = train_sft(split, bar=False)
     assert (
         s["step"] == 3
-        and (setup[0] / "split" / "step_3").is_dir()
+        and (setup[0] / "split" / "ckpt_step_3").is_dir()
         and not (setup[0] / "split" / "model.safetensors").exists()
     )
-    train_sft(
-        _args(setup, "split", max_train_steps=6, checkpointing_steps=3, resume_from_checkpoint="latest"), bar=False
-    )
+    train_sft(_args(setup, "split", max_train_steps=6, checkpointing_steps=3), bar=False)  # running again resumes
     a, b = _weights(setup[0] / "straight"), _weights(setup[0] / "split")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the saved folder reloads through the Auto classes and writes what the last training state writes
@@ -166,7 +165,7 @@ def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup)
     twin, twin_tok = load_model_and_tokenizer(str(setup[1]))  # the base, grown by the same two tokens...
     add_tow_tokens(twin, twin_tok)
     # ...then the final training state
-    twin.load_state_dict(load_file(setup[0] / "straight" / "step_6" / "model.safetensors"), strict=False)
+    twin.load_state_dict(load_file(setup[0] / "straight" / "ckpt_step_6" / "model.safetensors"), strict=False)
     twin.tie_weights()
     prompts = [r["prompt"] for r in setup[3][:3]]
     assert generate_completions(model, tok, prompts, 12) == generate_completions(twin, tok, prompts, 12)
@@ -176,7 +175,7 @@ def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup)
 
 def test_keep_last_n_checkpoints(setup):
     train_sft(_args(setup, "keep", max_train_steps=6, checkpointing_steps=2, keep_last_n_checkpoints=2), bar=False)
-    assert sorted(p.name for p in (setup[0] / "keep").glob("step_*")) == ["step_4", "step_6"]
+    assert sorted(p.name for p in (setup[0] / "keep").glob("ckpt_step_*")) == ["ckpt_step_4", "ckpt_step_6"]
 
 
 @pytest.mark.torchrun
@@ -192,7 +191,7 @@ def test_two_processes_match_one_at_the_same_global_batch(setup):
             output_dir=out / "two_procs",
             per_device_train_batch_size=2,
             max_train_steps=3,
-            learning_rate=one.learning_rate,
+            learning_rate=one.optim.lr,
             device="cpu",
         ).items()
     ]
