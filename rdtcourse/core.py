@@ -29,6 +29,7 @@ import re
 import shutil
 import warnings
 import contextlib
+import functools
 import gc
 import io
 from datetime import timedelta
@@ -398,12 +399,18 @@ def config_from_args(cls, args, preset: str | None = None, presets_dir=None):
     )
 
 # %% ../nbs/00_core.ipynb #2115b4ab
+@functools.cache
+def _field_notes(cls) -> dict:
+    "The comment beside each field of dataclass `cls` (parsing a module's source takes a while: once per class)."
+    return docments(cls) or {}
+
+
 def config_keys(cls, _obj=None, _prefix: str = "") -> list[tuple[str, object, str]]:
     """Every key of job config `cls` as (dotted key, default, comment), nested parts included: what `--help` lists.
     Defaults are the job's own (RDT's `optim.lr`, not `OptimConfig`'s); comments come from the dataclasses' source
     (fastcore's `docments`), so each is written once, beside its field."""
     obj = cls() if _obj is None else _obj
-    notes, out = docments(type(obj)) or {}, []
+    notes, out = _field_notes(type(obj)), []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 import nbformat
+import pytest
 from conftest import ROOT
 
 RDT = [str(Path(sys.executable).parent / "rdtcourse")]
@@ -104,3 +105,46 @@ def test_course_runs_reports_failures_and_gathers_metrics(tmp_path):
     assert r.returncode == 0 and "1/1 notebooks ran" in r.stdout
     r = run("course", "--only", "nothing-matches", cwd=proj)
     assert r.returncode == 2 and "nothing-matches" in r.stderr
+
+
+# --- the brief's flags: each one reaches its config key -------------------------------------------------------------
+from rdtcourse.cli import KR_TRAIN_FLAGS, SFT_TRAIN_FLAGS, config_of  # noqa: E402
+from rdtcourse.core import apply_aliases  # noqa: E402
+
+_STRINGS = {"arch": "ffn", "mode": "manual", "mixed_precision": "bf16"}
+
+
+def _another(key: str, default):
+    "A valid value other than the default, for any config key."
+    name = key.split(".")[-1]
+    if name in _STRINGS:
+        return _STRINGS[name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 3
+    if isinstance(default, float):
+        return default / 2 if default >= 0.5 else default + 0.25
+    return 4 if default is None else "elsewhere"
+
+
+def _value(cfg, key):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "verb, cls, flag",
+    [("kr", "KRTrainConfig", f) for f in KR_TRAIN_FLAGS] + [("sft", "FlatArguments", f) for f in SFT_TRAIN_FLAGS],
+)
+def test_every_brief_flag_sets_its_config_key(verb, cls, flag):
+    from rdtcourse import ddp, tow_sft
+
+    job = getattr(ddp if verb == "kr" else tow_sft, cls)
+    key = next(iter(apply_aliases(job, {flag: 0}).items()))
+    key = key[0] if not isinstance(key[1], dict) else f"{key[0]}.{next(iter(key[1]))}"
+    new = _another(key, _value(job(), key))
+    for spelling in {f"--{flag}", "--" + flag.replace("_", "-")}:  # the brief's spelling and the kebab-case one
+        cfg = config_of([verb, "train", spelling, str(new)])
+        assert _value(cfg, key) == new, (spelling, key)
