@@ -10,9 +10,9 @@ __all__ = ['CORPORA', 'WIKITEXT_HUB', 'KR3_HUB', 'ML1M_URL', 'data_dir', 'Corpus
            'write_tokens', 'load_tokens', 'get_batch']
 
 # %% ../nbs/01_data.ipynb #4e66f762
+import contextlib
 import json
 import os
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import atomic_write_text
+from .core import atomic_path, atomic_write_text
 
 # %% ../nbs/01_data.ipynb #290c8265
 def data_dir() -> Path:
@@ -246,17 +246,9 @@ def load_kr3(split: str = "train", data_files=None) -> pd.DataFrame:
 
 def _download(url: str, dest: Path) -> Path:
     "Fetch `url` to `dest` atomically (a failed download leaves no partial file)."
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    os.close(fd)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
     return dest
 
 
@@ -316,8 +308,9 @@ class TokenWriter:
         self.n = 0
 
     def __enter__(self):
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self._f = os.fdopen(fd, "wb")
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))  # the file appears whole on success, never half
+        self._f = self._stack.enter_context(open(tmp, "wb"))
         return self
 
     def write(self, ids) -> None:
@@ -328,12 +321,10 @@ class TokenWriter:
         self._f.write(a.astype(self.dtype).tobytes())
         self.n += a.size
 
-    def __exit__(self, exc_type, *_):
-        self._f.close()
+    def __exit__(self, exc_type, *exc):
+        self._stack.__exit__(exc_type, *exc)  # closes the file, then puts it in place (or deletes it on an error)
         if exc_type is not None:
-            os.remove(self._tmp)
             return False
-        os.replace(self._tmp, self.path)
         meta_path = self.path.parent / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         if (

@@ -23,14 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rdtcourse.core import (
-    CheckpointError,
-    ConfigError,
-    OptimConfig,
-    atomic_write_text,
-    config_from_dict,
-    load_checkpoint,
-)
+from .core import atomic_path, atomic_write_text, CheckpointError, config_from_dict, ConfigError
+from .core import load_checkpoint, OptimConfig
 from .core import make_optimizer, progress, replace_config, save_checkpoint, save_config, seed_everything
 from .data import load_table
 
@@ -124,10 +118,8 @@ class MovieLensMovieData:
                     texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
                 )
             )
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            torch.save(emb, tmp)
-            tmp.replace(cache)  # never a half-written cache
+            with atomic_path(cache) as tmp:  # never a half-written cache
+                torch.save(emb, tmp)
         g, names = genre_matrix(movies)
         g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-9)
         return cls(movies, torch.cat([emb.float(), torch.from_numpy(g)], 1), names, embed_model)
