@@ -331,11 +331,13 @@ def add_retrieval_parser(sub) -> None:
     rsub = r.add_subparsers(dest="verb", metavar="VERB", required=True)
     rtr = rsub.add_parser(
         "train",
-        help="train the decoder (or --set model=sasrec) with accelerate; --checkpoint resumes",
-        description="Train on the leave-one-out split, validate every eval_every iterations, keep best.pt.",
+        help="train the decoder (or --set model=sasrec) with accelerate; running it again resumes",
+        description="Train on the leave-one-out split, validate every optim.eval_interval iterations, keep best.pt.",
     )
     add_job_args(rtr, ret.RetrievalConfig, device=False)
-    rtr.add_argument("--checkpoint", default=None, help="resume from this checkpoint_N.pt (exactly where it stopped)")
+    rtr.add_argument(
+        "--checkpoint", default=None, help="start from this checkpoint (default: the newest in optim.out_dir, if any)"
+    )
     rtr.set_defaults(func=_cmd_retrieval_train)
     rev = rsub.add_parser("eval", help="Recall/NDCG@5/10 on the test items with 95%% intervals, beside most popular")
     rev.add_argument("--checkpoint", required=True, help="best.pt or a numbered checkpoint written by retrieval train")

@@ -256,8 +256,11 @@ def apply_aliases(cls, data: dict) -> dict:
     `{"training": {"learning_rate": 1e-4}}` -> `{"optim": {"lr": 1e-4}}` for a job with an `optim` section."""
     out = {}
     for key, value in _flat(data).items():
-        if not _has_key(cls, key):
-            alias = ALIASES.get(key.split(".")[-1])
+        *section, name = key.split(".")
+        # an older spelling at the top level or under a section the job has (the RDT guide's training.learning_rate);
+        # under a misspelt section it stays unknown, and fails naming the key
+        if not _has_key(cls, key) and (not section or _has_key(cls, ".".join(section))):
+            alias = ALIASES.get(name)
             if alias is not None and _has_key(cls, alias):
                 key = alias
         node = out
@@ -273,10 +276,11 @@ def load_config(
     preset: str | None = None,  # a packaged preset name (rdtcourse/configs/<preset>.yaml)
     config=None,  # a YAML file path (--config), or the file name of a packaged preset
     override=None,  # a second YAML file applied on top (--override), likewise
+    flags: dict | None = None,  # values from a command line's own flags ({key or alias: value}), before --set
     sets=(),  # "key=value" strings (--set), applied last
     presets_dir=None,  # where presets live (default: the package's configs/)
 ):
-    """Build a `cls` instance from defaults <- preset <- config <- override <- sets, type-checked;
+    """Build a `cls` instance from defaults <- preset <- config <- override <- flags <- sets, type-checked;
     `ConfigError` on any bad key or value."""
     layers = []
     if preset:
@@ -285,6 +289,8 @@ def load_config(
         layers.append((f"--config {config}", _read_yaml(config, presets_dir or PRESETS_DIR)))
     if override:
         layers.append((f"--override {override}", _read_yaml(override, presets_dir or PRESETS_DIR)))
+    if flags:
+        layers.append(("flags", flags))
     if sets:
         layers.append(("--set", _parse_sets(sets)))
     return _merge_layers(cls, layers)
@@ -338,17 +344,24 @@ def save_config(cfg, out_dir, name: str = "config.yaml") -> Path:
 @contextlib.contextmanager
 def atomic_path(path):
     """The one way this library writes an output: yields a temporary path beside `path` (write a file or build a
-    folder there); when the block finishes it takes `path`'s place in one rename, and when the block fails it is
-    deleted. Readers see the old output or the new one, never half of one."""
+    folder there); when the block finishes it takes `path`'s place in one rename (a folder that exists is first moved
+    aside, and put back if the swap fails), and when the block fails it is deleted. Readers see the old output or the
+    new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # unique; draws on no seeded RNG
     try:
         yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written for {str(path)!r}")
         if tmp.is_dir() and path.exists():  # a rename cannot replace a non-empty folder: move the old one aside
             old = tmp.with_name(tmp.name + ".old")
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old, path)  # the old output back where it was
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)  # atomic on POSIX and Windows
@@ -455,6 +468,8 @@ def add_job_args(
             dest=f"flag__{name}",
             metavar=name.upper(),
             default=None,
+            # a yes/no key may stand alone (`--with_tracking`), as in Hugging Face's argument parser
+            **({"nargs": "?", "const": "true"} if isinstance(default, bool) else {}),
             help=f"{comment} (sets {key}; default: {default!r})",
         )
     parser.epilog = config_help(cls)
@@ -466,16 +481,20 @@ def add_job_args(
 def job_config(cls, args, presets_dir=None):
     """The config `add_job_args` arguments describe: defaults <- --preset <- --config <- --override <- the flags
     <- --set; a `ConfigError` naming the key on any bad value."""
-    flag_sets = [f"{k[len('flag__') :]}={v}" for k, v in vars(args).items() if k.startswith("flag__") and v is not None]
+    # a flag's value is taken as typed (`--data_dir 'a #b'`, `--tow_init_token ---` stay strings); the config's
+    # types then convert it ("3" -> 3, "false" -> False) or fail naming the key
+    flags = {k[len("flag__") :]: v for k, v in vars(args).items() if k.startswith("flag__") and v is not None}
+    flags = {k: None if v in ("null", "None") else v for k, v in flags.items()}
     if getattr(args, "device", None):
         get_device(args.device)  # a bad --device fails before anything runs
-        flag_sets.append(f"optim.device={args.device}")
+        flags["optim.device"] = args.device
     return load_config(
         cls,
         preset=getattr(args, "preset", None),
         config=args.config,
         override=args.override,
-        sets=[*flag_sets, *args.sets],
+        flags=flags,
+        sets=args.sets,
         presets_dir=presets_dir,
     )
 
@@ -611,6 +630,10 @@ class Checkpointer:
             if extra:
                 state["extra"] = extra
             path = save_checkpoint(self.out_dir / CKPT_NAME.format(step=step), state)
+            # a save at step N ends a branch that had gone further (a run resumed from an older --checkpoint)
+            for later in self.checkpoints():
+                if int(self._rx.match(later.name).group(1)) > step:
+                    later.unlink()
             if improved:
                 save_checkpoint(self.best_path, state)
                 atomic_write_text(
@@ -1013,6 +1036,7 @@ class Distributed:
 # %% ../nbs/00_core.ipynb #d536acec
 # what each knob is when a job does not use it (OptimConfig.check_unused)
 _NEUTRAL = {"grad_accum": 1, "epochs": 1, "max_steps": 0, "eval_interval": 0, "save_interval": 0, "stop_at": 0}
+_NEUTRAL |= {"grad_clip": 0.0}
 
 
 @dataclass
@@ -1032,10 +1056,10 @@ class OptimConfig:
     warmup_steps: int = 0  # warm-up steps (0: warmup_ratio of the run's steps)
     warmup_ratio: float = 0.0  # warm-up as a share of the run's steps, used when warmup_steps is 0
     max_steps: int = 0  # optimizer steps in all (0: `epochs` passes over the data decide, where a job has epochs)
-    epochs: int = 1  # passes over the training data, for jobs that read it in passes (max_steps caps them)
+    epochs: int = 1  # passes over the training data, for jobs that read it in passes (max_steps, if set, decides)
     # evaluation, checkpoints, logs
     eval_interval: int = 0  # steps between evaluations (0: at the end of each epoch, and at the last step)
-    save_interval: int = 0  # steps between numbered checkpoints (0: at every evaluation)
+    save_interval: int = 0  # steps between numbered checkpoints (0: the job's own points: evaluations, epoch ends)
     keep_last: int = 2  # numbered checkpoints kept (best.pt is kept apart); 0 keeps them all
     log_interval: int = 10  # steps between train/* log records
     stop_at: int = 0  # stop after this step, to continue later by running again (0: run to the end)
@@ -1057,8 +1081,6 @@ class OptimConfig:
                 raise ConfigError(f"optim.{k}={getattr(self, k)} must not be negative")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr={self.lr} must be positive")
-        if not self.min_lr_ratio and self.min_lr > self.lr:
-            raise ConfigError(f"optim.min_lr={self.min_lr} must not exceed optim.lr={self.lr}")
         for k in ("warmup_ratio", "min_lr_ratio"):
             if not 0 <= getattr(self, k) < 1:
                 raise ConfigError(f"optim.{k}={getattr(self, k)} must be in [0, 1)")
@@ -1092,6 +1114,7 @@ def make_optimizer(
     weight_decay: float = 0.0,  # decoupled weight decay
     betas: tuple = (0.9, 0.999),  # AdamW's (beta1, beta2)
     decay: str = "matrices",  # "matrices": decay only 2-D+ weights (the GPT recipe); "all": every parameter
+    fused: bool | None = None,  # True: one kernel for all parameters (CUDA); None: PyTorch's default
 ) -> torch.optim.AdamW:
     """AdamW; with decay="matrices", weight decay on parameters of 2+ dimensions (matrices, embeddings) and none on
     biases and norms, which only scale and shift and gain nothing from being pulled towards zero."""
@@ -1105,7 +1128,6 @@ def make_optimizer(
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-    fused = True if next(model.parameters()).device.type == "cuda" else None  # one kernel for all parameters on a GPU
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
 
 

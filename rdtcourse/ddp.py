@@ -452,7 +452,7 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None)
     mcfg = model_config(vocab, C, cfg.d_model, cfg.d_ffn, cfg.n_layers, cfg.nhead, cfg.dropout)
     model = build_model(cfg.arch, mcfg).to(dist.device)
     seed_everything(o.seed + dist.rank)  # then each rank its own dropout masks
-    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), fused=dist.device.type == "cuda")
     sched = make_scheduler(opt, o.warmup(total), total, o.final_lr(), o.lr)
     ck = Checkpointer(cfg.ckpt_dir, keep_last=o.keep_last, metric="val_loss", dist=dist, seed=o.seed)
     step, path = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in the folder
@@ -498,7 +498,14 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None)
     if step >= end:
         dist.print(f"nothing to do: {ck.out_dir} is already at step {step} of {total}")
     with dist.logger(
-        ck.out_dir, total=total, initial=step, desc=f"kr {cfg.arch}", tensorboard=o.tensorboard, config=cfg, bar=bar
+        ck.out_dir,
+        total=total,
+        initial=step,
+        desc=f"kr {cfg.arch}",
+        tensorboard=o.tensorboard,
+        wandb=o.wandb,
+        config=cfg,
+        bar=bar,
     ) as log:
         while step < end:
             epoch, skip = divmod(step, per_epoch)

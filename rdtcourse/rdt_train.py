@@ -289,7 +289,7 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
     model = RDT(cfg.model, len(tok), tok.mask_token_id, d.max_seq_length).to(device)
     if dist.enabled:
         seed_everything(o.seed + dist.rank)  # then each rank its own masks and chains
-    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), fused=device.type == "cuda")
     train_ds = RandomSegments(train_tokens, d.max_seq_length, seed=o.seed)
     steps_per_epoch = len(train_ds) // (t.batch_size * dist.world_size)  # batch_size segments per rank and step
     if t.steps_per_epoch:
@@ -305,6 +305,7 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
     out = Path(o.out_dir)
     ck = Checkpointer(out, keep_last=o.keep_last, metric="val_loss", dist=dist, seed=o.seed)
     step, checkpoint = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in out_dir
+    last = {}  # the newest validation
     if checkpoint:
         state = load_checkpoint(checkpoint)
         saved = state.get("config", {}).get("model")
@@ -321,6 +322,8 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
             )
         ck.resume(model, opt, sched, path=checkpoint, state=state)  # every rank gets its own random streams back
         step = int(state["step"])
+        saved = state.get("metrics", {})  # a finished run asked to train again reports its last validation
+        last = {k[len("val_") :]: v for k, v in saved.items() if k.startswith("val_") and k != "val_loss"}
     if dist.is_main:
         save_config(cfg, out)
         tok.save_pretrained(out / "tokenizer")  # inference needs only this folder
@@ -334,7 +337,7 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
         + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     )
     loader_gen = torch.Generator()  # the loader must not draw from the global RNG
-    last, t0, start = {}, time.time(), step
+    t0, start = time.time(), step
     W, r = dist.world_size, dist.rank
     with dist.logger(
         out, total=total, initial=step, desc="rdt", tensorboard=o.tensorboard, wandb=o.wandb, config=cfg, bar=bar

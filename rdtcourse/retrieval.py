@@ -571,8 +571,8 @@ class RetrievalConfig:
         for k in ("max_steps", "eval_interval"):  # it counts iterations (random user windows), not epochs
             if getattr(o, k) < 1:
                 raise ConfigError(f"optim.{k}={getattr(o, k)} must be a positive integer")
-        if o.max_steps <= o.warmup_steps:
-            raise ConfigError(f"optim.max_steps={o.max_steps} must exceed optim.warmup_steps={o.warmup_steps}")
+        if o.max_steps <= o.warmup(o.max_steps):
+            raise ConfigError(f"optim.max_steps={o.max_steps} must exceed the warm-up ({o.warmup(o.max_steps)} steps)")
         o.check_unused("retrieval train", "epochs", "stop_at")
         if self.max_seq_len < 2:
             raise ConfigError(f"max_seq_len={self.max_seq_len} must be >= 2 (a context and a target)")
@@ -662,7 +662,7 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
     model = build_model(cfg, tokenizer, seq.n_items)
     # the brief's AdamW decays every parameter, biases and norms too
     opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), decay="all")
-    sched = make_scheduler(opt, o.warmup_steps, o.max_steps, o.final_lr(), o.lr)
+    sched = make_scheduler(opt, o.warmup(o.max_steps), o.max_steps, o.final_lr(), o.lr)
     out = Path(o.out_dir)
     ck = Checkpointer(out, keep_last=o.keep_last, metric="val_recall_10", mode="max")
     meta = _checkpoint_meta(cfg, tokenizer, seq.n_items)
@@ -697,9 +697,10 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
         config=cfg,
         bar=bar,
     ) as log:
-        if step >= o.max_steps:
+        stopped = bool(checkpoint and cfg.patience and stale >= cfg.patience)  # it had stopped early: it stays stopped
+        if step >= o.max_steps or stopped:
             log.write(f"nothing to do: {out} is already at iteration {step} of {o.max_steps}")
-        while step < o.max_steps:
+        while step < o.max_steps and not stopped:
             model.train()
             opt.zero_grad(set_to_none=True)
             total_loss = 0.0

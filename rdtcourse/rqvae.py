@@ -367,6 +367,7 @@ def _rqvae_optim() -> OptimConfig:
         lr=1e-3,
         min_lr=0.0,  # not used: the rate stays at lr
         weight_decay=0.0,
+        grad_clip=0.0,  # not used: the RQ-VAE's gradients are not clipped
         max_steps=3000,
         log_interval=100,  # steps between health records (each encodes the whole corpus)
         out_dir="runs/rqvae",  # where rqvae.pt, config.yaml and health.json go
@@ -398,7 +399,7 @@ class RQVAEConfig:
             raise ConfigError(f"optim.max_steps={o.max_steps} must be at least 1 (the RQ-VAE counts steps)")
         if o.min_lr or o.min_lr_ratio or o.warmup_steps or o.warmup_ratio:
             raise ConfigError("rqvae train keeps optim.lr constant: leave optim.min_lr, min_lr_ratio and warm-up at 0")
-        o.check_unused("rqvae train", "grad_accum", "epochs", "eval_interval", "save_interval", "stop_at")
+        o.check_unused("rqvae train", "grad_accum", "epochs", "eval_interval", "save_interval", "stop_at", "grad_clip")
 
 # %% ../nbs/07_rqvae.ipynb #195eff76
 def make_tokenizer(cfg: RQVAEConfig, input_dim: int) -> SemanticIdTokenizer:

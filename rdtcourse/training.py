@@ -119,8 +119,8 @@ class TrainConfig:
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k}={getattr(self, k)} must be at least 1")
         o = self.optim
-        if o.max_steps <= o.warmup_steps:  # a GPT run samples windows at random: it counts steps, not epochs
-            raise ConfigError(f"optim.max_steps={o.max_steps} must exceed optim.warmup_steps={o.warmup_steps}")
+        if o.max_steps <= o.warmup(o.max_steps):  # a GPT run samples windows at random: it counts steps, not epochs
+            raise ConfigError(f"optim.max_steps={o.max_steps} must exceed the warm-up ({o.warmup(o.max_steps)} steps)")
         o.check_unused("gpt train", "epochs", "save_interval")  # it samples windows and saves at each evaluation
         if o.eval_interval < 1:
             raise ConfigError(f"optim.eval_interval={o.eval_interval} must be at least 1 (a GPT run has no epochs)")
@@ -173,7 +173,7 @@ def _sample_text(model, tok, cfg: TrainConfig, device) -> str:
 
 
 _MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "bias")
-_SCHEDULE_KEYS = ("lr", "min_lr", "min_lr_ratio", "warmup_steps", "max_steps")
+_SCHEDULE_KEYS = ("lr", "min_lr", "min_lr_ratio", "warmup_steps", "warmup_ratio", "max_steps")
 
 
 def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched, checkpoint=None, say=print):
@@ -196,7 +196,7 @@ def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched, checkpoint=No
         for g in opt.param_groups:
             g["lr"] = o.lr
             g.pop("initial_lr", None)
-        sched = make_scheduler(opt, o.warmup_steps, o.max_steps, o.final_lr(), o.lr)
+        sched = make_scheduler(opt, o.warmup(o.max_steps), o.max_steps, o.final_lr(), o.lr)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
             for _ in range(state["step"]):
@@ -219,8 +219,8 @@ def _train(cfg: TrainConfig, dist: Distributed, bar: bool, checkpoint=None) -> d
     vocab_size = read_meta(Path(cfg.train_bin).parent)["vocab_size"]
     tok = load_tokenizer(cfg.tok_path) if cfg.sample_every_eval and Path(cfg.tok_path).exists() else None
     model = GPT(cfg.model_config(vocab_size)).to(device)
-    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2))
-    sched = make_scheduler(opt, o.warmup_steps, o.max_steps, o.final_lr(), o.lr)
+    opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), fused=device.type == "cuda")
+    sched = make_scheduler(opt, o.warmup(o.max_steps), o.max_steps, o.final_lr(), o.lr)
     ctx = autocast_context(device, cfg.dtype)
     out = Path(o.out_dir)
     ck = Checkpointer(out, keep_last=o.keep_last, metric="val_loss", dist=dist, seed=o.seed)

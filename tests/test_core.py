@@ -196,6 +196,23 @@ def test_resume_rule_newest_unless_a_checkpoint_is_named(tmp_path):
     assert ck.resume(m, path=tmp_path / "ckpt_step_1.pt")["step"] == 1  # --checkpoint overrides
 
 
+def test_a_save_ends_a_later_branch(tmp_path):
+    m = nn.Linear(2, 2)
+    ck = Checkpointer(tmp_path, keep_last=0)
+    for step in (1, 2, 3):
+        ck.save(m, step=step)
+    ck.save(m, step=2)  # resumed from step 1 (--checkpoint) and saved again: steps 3 of the old branch go
+    assert [p.name for p in ck.checkpoints()] == ["ckpt_step_1.pt", "ckpt_step_2.pt"]
+    assert ck.resume(m)["step"] == 2
+
+
+def test_atomic_path_says_when_nothing_was_written(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing was written"):
+        with atomic_path(tmp_path / "out.txt"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_path_replaces_files_and_folders_whole(tmp_path):
     target = tmp_path / "model"
     for n in (1, 2):
@@ -232,7 +249,6 @@ class _Job:
         ("checkpoint_dir", "out_dir", "elsewhere"),
         ("output_dir", "out_dir", "elsewhere"),
         ("keep_last_n_checkpoints", "keep_last", 5),
-        ("training.learning_rate", "lr", 0.002),  # the RDT brief's YAML nests it under training:
     ],
 )
 def test_the_briefs_names_are_aliases(alias, key, value):
@@ -244,6 +260,8 @@ def test_aliases_leave_real_keys_alone_and_unknown_keys_fail():
     assert load_config(_Job, sets=["batch_size=8"]).batch_size == 8
     with pytest.raises(ConfigError, match="learning_rat"):
         load_config(_Job, sets=["learning_rat=1"])
+    with pytest.raises(ConfigError, match="trainin"):  # under a section the job lacks, an alias stays unknown
+        load_config(_Job, sets=["trainin.learning_rate=1"])
     with pytest.raises(ConfigError, match="optim.warmup_ratio"):
         load_config(_Job, sets=["warmup_ratio=1.5"])
 

@@ -239,6 +239,8 @@ def test_patience_stops_a_run_that_no_longer_improves(small):
     r = train_retrieval(cfg, data=data, bar=False)
     assert r["step"] == 12  # validations at 4 (best), 8 and 12 (no better): stop
     assert (out / "p" / "ckpt_step_12.pt").exists() and not (out / "p" / "ckpt_step_16.pt").exists()
+    again = train_retrieval(cfg, data=data, bar=False)  # the same command again: it had stopped, and stays stopped
+    assert again["step"] == 12 and not (out / "p" / "ckpt_step_16.pt").exists()
 
 
 def test_code_embeddings_start_at_the_rqvae_codebooks(small):
