@@ -120,10 +120,7 @@ def add_gpt_parser(sub) -> None:
         help="train a GPT (running it again resumes from the newest checkpoint)",
         description="Train a GPT on token files; running the same command again resumes it.",
     )
-    add_job_args(gt, training.TrainConfig, presets_dir=PRESETS_DIR)
-    gt.add_argument(
-        "--checkpoint", default=None, help="start from this checkpoint (default: the newest in optim.out_dir, if any)"
-    )
+    add_job_args(gt, training.TrainConfig, presets_dir=PRESETS_DIR, checkpoint=True)
     gt.set_defaults(func=_cmd_gpt_train)
     gs = gsub.add_parser("sample", help="generate text from a checkpoint")
     gs.add_argument("--checkpoint", required=True, help="a checkpoint written by gpt train (e.g. out/best.pt)")
@@ -221,10 +218,7 @@ def add_rdt_parser(sub) -> None:
             "configs: --preset or --config base.yaml [--override experiment.yaml]."
         ),
     )
-    add_job_args(rt, rtrain.RDTConfig, presets_dir=rtrain.RDT_PRESETS)
-    rt.add_argument(
-        "--checkpoint", default=None, help="start from this checkpoint (default: the newest in optim.out_dir, if any)"
-    )
+    add_job_args(rt, rtrain.RDTConfig, presets_dir=rtrain.RDT_PRESETS, checkpoint=True)
     rt.set_defaults(func=_cmd_rdt_train)
     _VERBS["rdt", "train"] = rt
     ri = rsub.add_parser("infer", help="restore the [MASK] tokens of a text with a trained RDT")
@@ -334,10 +328,7 @@ def add_retrieval_parser(sub) -> None:
         help="train the decoder (or --set model=sasrec) with accelerate; running it again resumes",
         description="Train on the leave-one-out split, validate every optim.eval_interval iterations, keep best.pt.",
     )
-    add_job_args(rtr, ret.RetrievalConfig, device=False)
-    rtr.add_argument(
-        "--checkpoint", default=None, help="start from this checkpoint (default: the newest in optim.out_dir, if any)"
-    )
+    add_job_args(rtr, ret.RetrievalConfig, device=False, checkpoint=True)
     rtr.set_defaults(func=_cmd_retrieval_train)
     rev = rsub.add_parser("eval", help="Recall/NDCG@5/10 on the test items with 95%% intervals, beside most popular")
     rev.add_argument("--checkpoint", required=True, help="best.pt or a numbered checkpoint written by retrieval train")
@@ -660,10 +651,7 @@ def add_kr_parser(sub) -> None:
         help="train decoder or ffn; torchrun -m rdtcourse kr train runs it on N processes",
         description="The brief's train.py flags, and --config/--set for every key. Running it again resumes.",
     )
-    add_job_args(ktr, ddp.KRTrainConfig, flags=KR_TRAIN_FLAGS)
-    ktr.add_argument(
-        "--checkpoint", default=None, help="start from this checkpoint (default: the newest in the run's folder)"
-    )
+    add_job_args(ktr, ddp.KRTrainConfig, flags=KR_TRAIN_FLAGS, checkpoint=True)
     ktr.set_defaults(func=_cmd_kr_train)
     kv = ksub.add_parser("validate", help="loss and perplexity on the validation tokens")
     _model_args(kv)

@@ -453,6 +453,7 @@ def add_job_args(
     flags=(),  # the brief's own flags for config keys: names (or ALIASES of them) such as "lr", "batch_size"
     presets_dir=None,  # where --preset looks (None: no --preset)
     device: bool = True,  # add --device (sets optim.device)
+    checkpoint: bool = False,  # add --checkpoint: the job resumes by the one rule (Checkpointer.resume)
 ):
     """Configure `parser` for a job the one way every job is configured: --preset, --config, --override and --set,
     plus `flags`, each a shortcut for one config key; `--help` lists every config key with its comment."""
@@ -471,6 +472,10 @@ def add_job_args(
             # a yes/no key may stand alone (`--with_tracking`), as in Hugging Face's argument parser
             **({"nargs": "?", "const": "true"} if isinstance(default, bool) else {}),
             help=f"{comment} (sets {key}; default: {default!r})",
+        )
+    if checkpoint:
+        parser.add_argument(
+            "--checkpoint", default=None, help="start from this checkpoint (default: the newest in the run's folder)"
         )
     parser.epilog = config_help(cls)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
