@@ -509,7 +509,7 @@ def _cmd_kr_train(args) -> int:
 
 
 def _shape(args) -> dict:
-    return {k: getattr(args, k, None) for k in ("d_model", "d_ffn", "n_layers", "chunk_size")}
+    return {k: getattr(args, k, None) for k in _SHAPE_FLAGS}
 
 
 def _cmd_kr_validate(args) -> int:
@@ -559,6 +559,9 @@ KR_TRAIN_FLAGS += ("weight_decay", "grad_clip", "eval_interval", "val_tokens", "
 KR_TRAIN_FLAGS += ("seed", "threads", "tensorboard")
 
 
+_SHAPE_FLAGS = {"n_embd": "d_model", "d_ff": "d_ffn", "n_layer": "n_layers", "chunk_size": None}
+
+
 def _model_args(q) -> None:
     "The flags every kr verb that reads a trained model shares."
     q.add_argument(
@@ -567,9 +570,10 @@ def _model_args(q) -> None:
         help="a model or checkpoint written by kr train (default: %(default)s)",
     )
     q.add_argument("--arch", choices=ddp.ARCHS, default=None, help="must match the checkpoint (default: read from it)")
-    for name in ("d_model", "d_ffn", "n_layers", "chunk_size"):
+    for name, brief in _SHAPE_FLAGS.items():  # chapter 3's names, and the brief's (--d_model) as aliases
+        spellings = option_spellings(name) + (option_spellings(brief) if brief else [])
         q.add_argument(
-            *option_spellings(name), type=int, default=None, help="must match the checkpoint (default: read from it)"
+            *spellings, dest=name, type=int, default=None, help="must match the checkpoint (default: read from it)"
         )
     q.add_argument("--mode", choices=ddp.MODES, default=None, help="must match the model (default: read from it)")
     q.add_argument(

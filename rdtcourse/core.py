@@ -226,6 +226,15 @@ ALIASES = {
     "wandb": "optim.wandb",
     "wandb_logging": "optim.wandb",
     "with_tracking": "optim.wandb",
+    # model shapes: every model speaks chapter 3's names (a name without a dot renames within its own section,
+    # so the RDT guide's model.d_model becomes model.n_embd)
+    "d_model": "n_embd",
+    "d_out": "n_embd",
+    "n_heads": "n_head",
+    "nhead": "n_head",
+    "num_heads": "n_head",
+    "n_layers": "n_layer",
+    "d_ffn": "d_ff",
 }
 
 
@@ -261,6 +270,8 @@ def apply_aliases(cls, data: dict) -> dict:
         # under a misspelt section it stays unknown, and fails naming the key
         if not _has_key(cls, key) and (not section or _has_key(cls, ".".join(section))):
             alias = ALIASES.get(name)
+            if alias is not None and "." not in alias:
+                alias = ".".join([*section, alias])
             if alias is not None and _has_key(cls, alias):
                 key = alias
         node = out
@@ -1040,8 +1051,7 @@ class Distributed:
 
 # %% ../nbs/00_core.ipynb #d536acec
 # what each knob is when a job does not use it (OptimConfig.check_unused)
-_NEUTRAL = {"grad_accum": 1, "epochs": 1, "max_steps": 0, "eval_interval": 0, "save_interval": 0, "stop_at": 0}
-_NEUTRAL |= {"grad_clip": 0.0}
+_NEUTRAL = dict(grad_accum=1, epochs=1, max_steps=0, eval_interval=0, save_interval=0, stop_at=0, grad_clip=0.0)
 
 
 @dataclass

@@ -246,29 +246,29 @@ class FFNLM(nn.Module):
 def model_config(
     vocab_size: int,
     chunk_size: int = 256,
-    d_model: int = 256,
-    d_ffn: int = 1024,
-    n_layers: int = 6,
-    nhead: int | None = None,
+    n_embd: int = 256,
+    d_ff: int = 1024,
+    n_layer: int = 6,
+    n_head: int | None = None,
     dropout: float = 0.1,
 ) -> GPTConfig:
-    "Chapter 3's `GPTConfig` from the brief's arguments; nhead defaults to d_model / 64 (at least 1)."
-    nhead = nhead or max(1, d_model // 64)
-    if d_model % nhead:
-        raise ValueError(f"d_model={d_model} must be divisible by nhead={nhead}")
+    "Chapter 3's `GPTConfig` from the brief's arguments; n_head defaults to n_embd / 64 (at least 1)."
+    n_head = n_head or max(1, n_embd // 64)
+    if n_embd % n_head:
+        raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
     return GPTConfig(
         vocab_size=vocab_size,
         block_size=chunk_size,
-        n_layer=n_layers,
-        n_head=nhead,
-        n_embd=d_model,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
         dropout=dropout,
-        d_ff=d_ffn,
+        d_ff=d_ff,
     )
 
 
 def build_model(arch: str, cfg: GPTConfig) -> nn.Module:
-    "'decoder': chapter 3's GPT (its `Block`s, with d_ff = d_ffn); 'ffn': the MLP-only `FFNLM`."
+    "'decoder': chapter 3's GPT (its `Block`s, with d_ff = d_ff); 'ffn': the MLP-only `FFNLM`."
     if arch not in ARCHS:
         raise ValueError(f"arch {arch!r} must be one of {', '.join(ARCHS)}")
     return GPT(cfg) if arch == "decoder" else FFNLM(cfg)
@@ -357,12 +357,12 @@ class KRTrainConfig:
     data_dir: str = "data"  # load_reviews' folder; the token files are in data_dir/tokens/<mode>
     batch_size: int = 64  # chunks per process and micro-step (the global batch is batch_size x processes x grad_accum)
     chunk_size: int = 256  # tokens per chunk = the context length
-    d_model: int = 256  # width of every token's vector
-    d_ffn: int = 1024  # hidden width of the MLPs
-    n_layers: int = 6  # blocks (decoder) or residual MLPs (ffn)
+    n_embd: int = 256  # width of every token's vector
+    d_ff: int = 1024  # hidden width of the MLPs
+    n_layer: int = 6  # blocks (decoder) or residual MLPs (ffn)
     dropout: float = 0.1  # dropout (0 makes runs comparable across process counts: see the equivalence test)
     mode: str = "tokenizer"  # which token files: "tokenizer" (subwords) or "manual" (syllables)
-    nhead: Optional[int] = None  # attention heads (None: d_model / 64)
+    n_head: Optional[int] = None  # attention heads (None: n_embd / 64)
     n_tokens: float = 30  # train on at most this many million tokens per epoch (all processes together)
     val_tokens: float = 0.5  # million validation tokens per validation (0: all)
     model_path: str = "output/gpt_model_ddp.pt"  # the trained model; checkpoints go to <model_path without .pt>_ckpt/
@@ -374,7 +374,7 @@ class KRTrainConfig:
             raise ConfigError(f"arch {self.arch!r} must be one of {', '.join(ARCHS)}")
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
-        for k in ("batch_size", "chunk_size", "d_model", "d_ffn", "n_layers"):
+        for k in ("batch_size", "chunk_size", "n_embd", "d_ff", "n_layer"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k}={getattr(self, k)} must be at least 1")
         for k in ("threads", "val_tokens"):
@@ -384,8 +384,8 @@ class KRTrainConfig:
             raise ConfigError(f"n_tokens={self.n_tokens} (million tokens per epoch) must be positive")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
-        if self.nhead is not None and (self.nhead < 1 or self.d_model % self.nhead):
-            raise ConfigError(f"nhead={self.nhead} must be a positive divisor of d_model={self.d_model}")
+        if self.n_head is not None and (self.n_head < 1 or self.n_embd % self.n_head):
+            raise ConfigError(f"n_head={self.n_head} must be a positive divisor of n_embd={self.n_embd}")
 
     @property
     def ckpt_dir(self) -> Path:
@@ -395,7 +395,7 @@ class KRTrainConfig:
         return Path(self.model_path).parent / (Path(self.model_path).stem + "_ckpt")
 
 # %% ../nbs/10_ddp.ipynb #410fd066
-_SHAPE_KEYS = ("arch", "mode", "chunk_size", "d_model", "d_ffn", "n_layers", "nhead")
+_SHAPE_KEYS = ("arch", "mode", "chunk_size", "n_embd", "d_ff", "n_layer", "n_head")
 _RUN_KEYS = _SHAPE_KEYS + ("batch_size", "n_tokens", "data_dir")
 _RUN_KEYS += tuple(
     f"optim.{k}" for k in ("grad_accum", "epochs", "max_steps", "lr", "warmup_ratio", "min_lr_ratio", "seed")
@@ -449,7 +449,7 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None)
     per_epoch = steps_per_epoch(len(ds), cfg, W)
     total = o.total_steps(per_epoch)
     seed_everything(o.seed)  # the same initial weights on every rank
-    mcfg = model_config(vocab, C, cfg.d_model, cfg.d_ffn, cfg.n_layers, cfg.nhead, cfg.dropout)
+    mcfg = model_config(vocab, C, cfg.n_embd, cfg.d_ff, cfg.n_layer, cfg.n_head, cfg.dropout)
     model = build_model(cfg.arch, mcfg).to(dist.device)
     seed_everything(o.seed + dist.rank)  # then each rank its own dropout masks
     opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), fused=dist.device.type == "cuda")
@@ -584,7 +584,7 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None)
 # %% ../nbs/10_ddp.ipynb #cce7752a
 def load_kr_model(model_path, arch: str | None = None, device=None, data_dir=None, mode=None, **expected):
     """(model in eval mode, tokenizer, KRTrainConfig) from `model_path` (the final model or any numbered checkpoint of
-    `train_kr`). The architecture comes from the checkpoint; `arch` and `expected` shape arguments (d_model=...,
+    `train_kr`). The architecture comes from the checkpoint; `arch` and `expected` shape arguments (n_embd=...,
     None = don't care) and `mode` must match it, or a one-line error says which does not. The tokenizer is the one
     the model was trained with, from `data_dir` (default: the run's)."""
     state = load_checkpoint(model_path)
@@ -593,9 +593,11 @@ def load_kr_model(model_path, arch: str | None = None, device=None, data_dir=Non
     mc = state["model_config"]
     if arch is not None and arch != state["arch"]:
         raise ValueError(f"--arch {arch} does not match {model_path}, which holds a {state['arch']} model")
-    names = {"d_model": "n_embd", "d_ffn": "d_ff", "n_layers": "n_layer", "chunk_size": "block_size", "nhead": "n_head"}
+    key = {"chunk_size": "block_size"}  # the rest are GPTConfig's own names
     wrong = [
-        f"{k} {v} (checkpoint: {mc[names[k]]})" for k, v in expected.items() if v is not None and v != mc[names[k]]
+        f"{k} {v} (checkpoint: {mc[key.get(k, k)]})"
+        for k, v in expected.items()
+        if v is not None and v != mc[key.get(k, k)]
     ]
     if wrong:
         raise ValueError(f"the checkpoint's shape does not match the arguments: {', '.join(wrong)}")

@@ -78,12 +78,12 @@ def random_mask(batch: int, length: int, ratio: float, generator: torch.Generato
 # %% ../nbs/06_rdt.ipynb #d0150814
 @dataclass
 class RDTModelConfig:
-    d_model: int = 512  # latent width (256 small, 512 medium, 768 large; 128 on a CPU)
-    n_heads: int = 8  # attention heads; d_model must divide by it
+    n_embd: int = 512  # latent width (256 small, 512 medium, 768 large; 128 on a CPU)
+    n_head: int = 8  # attention heads; n_embd must divide by it
     n_encoder_layers: int = 6  # depth of the shared encoder (applied once per denoising step)
     n_decoder_layers: int = 1  # blocks in a "transformer" decoder (ignored by "linear"): the reference's output layers
     decoder_type: str = "linear"  # "linear" (lightest, the guide's default) or "transformer"
-    d_ff: int = 2048  # hidden width of each block's MLP (4 x d_model)
+    d_ff: int = 2048  # hidden width of each block's MLP (4 x n_embd)
     dropout: float = 0.1  # dropout in the blocks and embeddings
     gate_hidden_dim: int = 256  # hidden width of the gate MLP (512 if the gate does not converge)
     # "alibi": attention favours nearby tokens from the start (section 2b); "none": BERT's plain attention
@@ -103,25 +103,25 @@ class RDTModelConfig:
             raise ValueError(f"decoder_type {self.decoder_type!r} must be 'linear' or 'transformer'")
         if self.conditioning not in ("none", "adaln"):
             raise ValueError(f"conditioning {self.conditioning!r} must be 'none' or 'adaln'")
-        if self.conditioning == "adaln" and self.d_model % 2:
-            raise ValueError(f"d_model={self.d_model} must be even for conditioning='adaln' (sine and cosine features)")
-        for k in ("d_model", "n_heads", "n_encoder_layers", "d_ff", "gate_hidden_dim"):
+        if self.conditioning == "adaln" and self.n_embd % 2:
+            raise ValueError(f"n_embd={self.n_embd} must be even for conditioning='adaln' (sine and cosine features)")
+        for k in ("n_embd", "n_head", "n_encoder_layers", "d_ff", "gate_hidden_dim"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be positive")
         if self.n_input_layers < 0:
             raise ValueError(f"n_input_layers={self.n_input_layers} must be 0 or more")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if self.decoder_type == "transformer" and self.n_decoder_layers < 1:
             raise ValueError(f"n_decoder_layers={self.n_decoder_layers} must be at least 1 for a transformer decoder")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
 # %% ../nbs/06_rdt.ipynb #43be301f
-def alibi_bias(n_heads: int, length: int) -> torch.Tensor:
-    """(n_heads, length, length) additive attention bias -m_h |i - j| with slopes m_h = 2 * 4^-h:
+def alibi_bias(n_head: int, length: int) -> torch.Tensor:
+    """(n_head, length, length) additive attention bias -m_h |i - j| with slopes m_h = 2 * 4^-h:
     local heads first, then wider ones."""
-    slopes = 2.0 * 4.0 ** -torch.arange(n_heads, dtype=torch.float)  # (nh,)
+    slopes = 2.0 * 4.0 ** -torch.arange(n_head, dtype=torch.float)  # (nh,)
     pos = torch.arange(length, dtype=torch.float)
     return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()  # (nh, T, T)
 
@@ -171,36 +171,36 @@ class RDT(nn.Module):
     ):
         super().__init__()
         self.config = cfg
-        d_model, n_heads, d_ff, dropout = cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout
+        n_embd, n_head, d_ff, dropout = cfg.n_embd, cfg.n_head, cfg.d_ff, cfg.dropout
         if not 0 <= mask_token_id < vocab_size:
             raise ValueError(f"mask_token_id={mask_token_id} is outside the vocabulary (0..{vocab_size - 1})")
         self.vocab_size, self.mask_token_id, self.max_seq_length = vocab_size, mask_token_id, max_seq_length
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = nn.Embedding(max_seq_length, d_model)
+        self.tok_emb = nn.Embedding(vocab_size, n_embd)
+        self.pos_emb = nn.Embedding(max_seq_length, n_embd)
         self.drop = nn.Dropout(dropout)
         # chapter 3's block, bidirectional
-        block = lambda: Block(d_model, n_heads, dropout, bias=True, causal=False, d_ff=d_ff)
+        block = lambda: Block(n_embd, n_head, dropout, bias=True, causal=False, d_ff=d_ff)
         self.input_layers = nn.ModuleList(block() for _ in range(cfg.n_input_layers))
         self.encoder = nn.ModuleList(block() for _ in range(cfg.n_encoder_layers))
         self.decoder = nn.ModuleList(
             block() for _ in range(cfg.n_decoder_layers if cfg.decoder_type == "transformer" else 0)
         )
-        self.ln_out = nn.LayerNorm(d_model)
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        self.ln_out = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         # tied: reading a token out uses the same vectors as writing it in
         self.lm_head.weight = self.tok_emb.weight
-        bias = alibi_bias(n_heads, max_seq_length) if cfg.attention_bias == "alibi" else None
+        bias = alibi_bias(n_head, max_seq_length) if cfg.attention_bias == "alibi" else None
         self.register_buffer("attn_bias", bias, persistent=False)  # rebuilt from the config, never saved
         self.gate_mlp = nn.Sequential(
-            nn.LayerNorm(d_model), nn.Linear(d_model, cfg.gate_hidden_dim), nn.GELU(), nn.Linear(cfg.gate_hidden_dim, 1)
+            nn.LayerNorm(n_embd), nn.Linear(n_embd, cfg.gate_hidden_dim), nn.GELU(), nn.Linear(cfg.gate_hidden_dim, 1)
         )
         # level -> 4 modulations (shift, scale before attention and before the MLP) per shared layer
         if cfg.conditioning == "adaln":
             self.level_mlp = nn.Sequential(
-                nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, 4 * cfg.n_encoder_layers * d_model)
+                nn.Linear(n_embd, n_embd), nn.SiLU(), nn.Linear(n_embd, 4 * cfg.n_encoder_layers * n_embd)
             )
         if cfg.self_condition:
-            self.self_cond = nn.Linear(d_model, d_model, bias=False)
+            self.self_cond = nn.Linear(n_embd, n_embd, bias=False)
         self.apply(self._init)
         for n, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * depth)
             if n.endswith("c_proj.weight"):

@@ -165,10 +165,10 @@ class DecoderRetrievalModel(nn.Module):
     def __init__(
         self,
         embedding_dim: int,
-        d_out: int,
+        n_embd: int,
         dropout: float,
-        num_heads: int,
-        n_layers: int,
+        n_head: int,
+        n_layer: int,
         num_embeddings: int,
         sem_id_dim: int,
         max_pos: int,
@@ -176,22 +176,22 @@ class DecoderRetrievalModel(nn.Module):
         super().__init__()
         self.config = dict(
             embedding_dim=embedding_dim,
-            d_out=d_out,
+            n_embd=n_embd,
             dropout=float(dropout),
-            num_heads=num_heads,
-            n_layers=n_layers,
+            n_head=n_head,
+            n_layer=n_layer,
             num_embeddings=num_embeddings,
             sem_id_dim=sem_id_dim,
             max_pos=max_pos,
         )
         self.K, self.L, self.max_pos = num_embeddings, sem_id_dim, max_pos
         self.tok_emb = nn.Embedding(sem_id_dim * num_embeddings, embedding_dim)  # row l * K + c: code c at level l
-        self.pos_emb = nn.Embedding(max_pos, d_out)
-        self.proj_in = nn.Linear(embedding_dim, d_out) if embedding_dim != d_out else nn.Identity()
+        self.pos_emb = nn.Embedding(max_pos, n_embd)
+        self.proj_in = nn.Linear(embedding_dim, n_embd) if embedding_dim != n_embd else nn.Identity()
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList([Block(d_out, num_heads, dropout, causal=True) for _ in range(n_layers)])
-        self.ln_f = nn.LayerNorm(d_out)
-        self.proj_out = nn.Linear(d_out, embedding_dim) if embedding_dim != d_out else nn.Identity()
+        self.blocks = nn.ModuleList([Block(n_embd, n_head, dropout, causal=True) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.proj_out = nn.Linear(n_embd, embedding_dim) if embedding_dim != n_embd else nn.Identity()
         self.apply(_init_weights)
 
     def forward(
@@ -212,7 +212,7 @@ class DecoderRetrievalModel(nn.Module):
         if int(pos.max()) >= self.max_pos:
             raise ValueError(f"position {int(pos.max())} is beyond max_pos={self.max_pos}")
         level = pos % self.L  # (B, T): which code of its item
-        x = self.proj_in(self.tok_emb(level * self.K + tokens.clamp(min=0))) + self.pos_emb(pos)  # (B, T, d_out)
+        x = self.proj_in(self.tok_emb(level * self.K + tokens.clamp(min=0))) + self.pos_emb(pos)  # (B, T, n_embd)
         x = self.drop(x)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cache, i, key_padding_mask, attn_bias)
@@ -417,22 +417,22 @@ class SASRec(nn.Module):
     `Block`), each position scoring every item with the tied item embeddings,
     trained by cross-entropy over all items."""
 
-    def __init__(self, n_items: int, d_model: int, num_heads: int, n_layers: int, max_len: int, dropout: float):
+    def __init__(self, n_items: int, n_embd: int, n_head: int, n_layer: int, max_len: int, dropout: float):
         super().__init__()
         self.config = dict(
             n_items=n_items,
-            d_model=d_model,
-            num_heads=num_heads,
-            n_layers=n_layers,
+            n_embd=n_embd,
+            n_head=n_head,
+            n_layer=n_layer,
             max_len=max_len,
             dropout=float(dropout),
         )
         self.n_items = n_items
-        self.item_emb = nn.Embedding(n_items + 1, d_model)  # row 0: padding; item i is row i + 1
-        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.item_emb = nn.Embedding(n_items + 1, n_embd)  # row 0: padding; item i is row i + 1
+        self.pos_emb = nn.Embedding(max_len, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList([Block(d_model, num_heads, dropout, causal=True) for _ in range(n_layers)])
-        self.ln_f = nn.LayerNorm(d_model)
+        self.blocks = nn.ModuleList([Block(n_embd, n_head, dropout, causal=True) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd)
         self.apply(_init_weights)
 
     def forward(self, items: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
@@ -544,9 +544,9 @@ class RetrievalConfig:
     max_users: int = 0  # 0: every user; N: the first N (the CI tier)
     embedding_dim: int = 32  # token embedding width (the brief: the RQ-VAE's latent width, 32 in chapter 7)
     init_codes: str = "rqvae"  # "rqvae": code embeddings start at the RQ-VAE's code vectors; "random": GPT-2's init
-    d_out: int = 128  # transformer width (SASRec uses it for its item embeddings too)
-    num_heads: int = 4  # attention heads
-    n_layers: int = 2  # transformer blocks (TIGER: 4 + 4 encoder-decoder on a GPU)
+    n_embd: int = 128  # transformer width (SASRec uses it for its item embeddings too)
+    n_head: int = 4  # attention heads
+    n_layer: int = 2  # transformer blocks (TIGER: 4 + 4 encoder-decoder on a GPU)
     dropout: float = 0.0  # dropout in the blocks and embeddings (0 on CPU: attention dropout doubles the step time
     # there, and choosing the checkpoint on validation guards against over-fitting; 0.1-0.2 on a GPU)
     batch_size: int = 64  # user windows per micro-batch
@@ -591,15 +591,15 @@ def load_retrieval_data(cfg: RetrievalConfig, movie_data: MovieLensMovieData | N
 
 def build_model(cfg: RetrievalConfig, tokenizer: SemanticIdTokenizer, n_items: int) -> nn.Module:
     if cfg.model == "sasrec":
-        return SASRec(n_items, cfg.d_out, cfg.num_heads, cfg.n_layers, cfg.max_seq_len, cfg.dropout)
+        return SASRec(n_items, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.max_seq_len, cfg.dropout)
     # one vocabulary size for every level: the codebook size, or more if a collision group is larger than it
     K = max(tokenizer.quantizer.codebook_size, int(tokenizer.corpus_ids.max()) + 1)
     model = DecoderRetrievalModel(
         embedding_dim=cfg.embedding_dim,
-        d_out=cfg.d_out,
+        n_embd=cfg.n_embd,
         dropout=cfg.dropout,
-        num_heads=cfg.num_heads,
-        n_layers=cfg.n_layers,
+        n_head=cfg.n_head,
+        n_layer=cfg.n_layer,
         num_embeddings=K,
         sem_id_dim=tokenizer.sem_ids_dim,
         max_pos=seq_positions(cfg.max_seq_len, tokenizer.sem_ids_dim),

@@ -52,9 +52,9 @@ def cfg(data, out, **kw) -> KRTrainConfig:
         data_dir=str(data),
         model_path=str(Path(out) / "m.pt"),
         chunk_size=16,
-        d_model=16,
-        d_ffn=32,
-        n_layers=1,
+        n_embd=16,
+        d_ff=32,
+        n_layer=1,
         batch_size=4,
         dropout=0.0,
         n_tokens=0.002,
@@ -175,8 +175,8 @@ def test_resume_matches_uninterrupted(data, tmp_path):
     assert s["steps_run"] == s["total_steps"] - 12
     assert_close(weights(tmp_path / "straight" / "m.pt"), weights(tmp_path / "split" / "m.pt"), atol=0)
     assert train_kr(cfg(data, tmp_path / "split", **c), bar=False)["steps_run"] == 0  # nothing left to do
-    with pytest.raises(ConfigError, match="d_model 16 -> 32"):
-        train_kr(cfg(data, tmp_path / "split", d_model=32, **c), bar=False)
+    with pytest.raises(ConfigError, match="n_embd 16 -> 32"):
+        train_kr(cfg(data, tmp_path / "split", n_embd=32, **c), bar=False)
     with pytest.raises(ConfigError, match="seed 1337 -> 1"):
         train_kr(cfg(data, tmp_path / "split", seed=1, **c), bar=False)
 
@@ -211,7 +211,7 @@ def test_steps_per_epoch_and_bad_settings(data, tmp_path):
     assert steps_per_epoch(1000, cfg(data, tmp_path, n_tokens=0.000640), 1) == 10  # 640 tokens / (4 x 16)
     with pytest.raises(ValueError, match="cannot give 2 process"):
         steps_per_epoch(7, c, 2)
-    for bad in (dict(arch="rnn"), dict(mode="jamo"), dict(n_tokens=0), dict(d_model=30, nhead=4), dict(dropout=1.0)):
+    for bad in (dict(arch="rnn"), dict(mode="jamo"), dict(n_tokens=0), dict(n_embd=30, n_head=4), dict(dropout=1.0)):
         with pytest.raises(ValueError):
             cfg(data, tmp_path, **bad)
     with pytest.raises(FileNotFoundError, match="kr tokenize"):
@@ -304,13 +304,13 @@ def decoder(data, tmp_path_factory):
     [
         (["train", "--arch", "rnn"], "arch 'rnn' must be one of decoder, ffn"),  # the config names the bad value
         (["train", "--mode", "jamo"], "mode 'jamo' must be one of tokenizer, manual"),
-        (["train", "--n_layers", "two"], "'n_layers': Value 'two'"),
+        (["train", "--n_layers", "two"], "'n_layer': Value 'two'"),
         (["train", "--data_dir", "/nope"], "no token files in /nope/tokens/tokenizer"),
         (
             ["train", "--data_dir", "DATA", "--chunk_size", "100000000", "--model_path", "OUT/m.pt"],
             "larger than the data",
         ),
-        (["validate", "--model_path", "MODEL", "--d_model", "512"], "d_model 512 (checkpoint: 16)"),
+        (["validate", "--model_path", "MODEL", "--d_model", "512"], "n_embd 512 (checkpoint: 16)"),
         (["validate", "--model_path", "MODEL", "--arch", "ffn"], "holds a decoder model"),
         (["predict", "--model_path", "MODEL", "--mode", "manual"], "trained on tokenizer tokens"),
         (["test", "--model_path", "OUT/none.pt"], "does not exist"),
@@ -354,7 +354,7 @@ def _init(c: KRTrainConfig) -> dict:
     "The weights a run of `c` starts from (the trainer seeds with c.seed before building the model)."
     seed_everything(c.optim.seed)
     return build_model(
-        c.arch, model_config(300, c.chunk_size, c.d_model, c.d_ffn, c.n_layers, c.nhead, c.dropout)
+        c.arch, model_config(300, c.chunk_size, c.n_embd, c.d_ff, c.n_layer, c.n_head, c.dropout)
     ).state_dict()
 
 
@@ -496,8 +496,8 @@ def test_gpt_train_under_torchrun_resumes_exactly(tmp_path):
 @pytest.mark.torchrun
 def test_rdt_train_under_torchrun_resumes_exactly(tmp_path):
     sets = [
-        "model.d_model=32",
-        "model.n_heads=2",
+        "model.n_embd=32",
+        "model.n_head=2",
         "model.n_encoder_layers=1",
         "model.d_ff=64",
         "model.gate_hidden_dim=16",

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.xdist_group("rdt")  # one worker trains the shared tiny
 
 
 def tiny_model(**kw):
-    cfg = RDTModelConfig(**{**dict(d_model=32, n_heads=4, n_encoder_layers=2, d_ff=64, dropout=0.0), **kw})
+    cfg = RDTModelConfig(**{**dict(n_embd=32, n_head=4, n_encoder_layers=2, d_ff=64, dropout=0.0), **kw})
     return RDT(cfg, 50, mask_token_id=4, max_seq_length=16)  # built from its config, like GPT(cfg)
 
 
@@ -92,7 +92,7 @@ def test_model_config_errors():
     with pytest.raises(ValueError, match="'linear' or 'transformer'"):
         RDTModelConfig(decoder_type="lstm")
     with pytest.raises(ValueError, match="divisible"):
-        RDTModelConfig(d_model=100, n_heads=8)
+        RDTModelConfig(n_embd=100, n_head=8)
 
 
 def test_chain_loss_trains_every_part_and_falls():
@@ -135,7 +135,7 @@ def test_clean_wikitext():
 def test_guide_configs():
     assert {p.stem for p in RDT_PRESETS.glob("*.yaml")} == {"base", "experiment", "small", "medium", "large", "cpu"}
     base = load_rdt_config(config="base.yaml")  # the packaged file, found by name as in the guide
-    assert (base.model.d_model, base.model.n_encoder_layers, base.model.decoder_type) == (512, 6, "linear")
+    assert (base.model.n_embd, base.model.n_encoder_layers, base.model.decoder_type) == (512, 6, "linear")
     assert (base.training.max_chain_length, base.training.total_steps, base.training.batch_size) == (5, 10, 32)
     assert (
         base.optim.lr == 1e-4  # the guide's training.learning_rate, mapped by ALIASES
@@ -143,8 +143,8 @@ def test_guide_configs():
         and base.data.dataset_name == "wikitext-2"
     )
     exp = load_rdt_config(config="base.yaml", override="experiment.yaml")
-    assert (exp.model.d_model, exp.model.n_encoder_layers, exp.data.dataset_name) == (768, 12, "wikitext-103")
-    assert load_rdt_config("small").model.d_ff == 1024 and load_rdt_config("large").model.n_heads == 12
+    assert (exp.model.n_embd, exp.model.n_encoder_layers, exp.data.dataset_name) == (768, 12, "wikitext-103")
+    assert load_rdt_config("small").model.d_ff == 1024 and load_rdt_config("large").model.n_head == 12
 
 
 @pytest.mark.parametrize(
@@ -165,8 +165,8 @@ def test_config_errors_name_the_key(sets, match):
 # --- training, checkpoints, resume ----------------------------------------------------------------------------------
 
 TINY = [
-    "model.d_model=32",
-    "model.n_heads=2",
+    "model.n_embd=32",
+    "model.n_head=2",
     "model.n_encoder_layers=1",
     "model.d_ff=64",
     "model.gate_hidden_dim=16",
@@ -245,7 +245,7 @@ def test_resume_continues_exactly(trained, tmp_path, data_dir):
 
 def test_resume_refuses_another_model(trained, tmp_path, data_dir):
     with pytest.raises(ConfigError, match="another config"):
-        train_rdt(tiny_cfg(tmp_path, data_dir, "model.d_model=64"), checkpoint=trained[0] / "best.pt", bar=False)
+        train_rdt(tiny_cfg(tmp_path, data_dir, "model.n_embd=64"), checkpoint=trained[0] / "best.pt", bar=False)
 
 
 # --- inference, evaluation, widget logic ----------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_restoration_scores_are_per_segment_and_paired(trained):
     assert (s["mask_predict_1"] == s["pass_1"]).all()  # one iteration of mask-predict is one pass
     again = restoration_scores(model, seg, 0.5, max_steps=3, batch_size=4)
     assert (again["pass_3"] == s["pass_3"]).all()  # the same masks every time
-    other = RDT(RDTModelConfig(d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32), len(tok), tok.mask_token_id, 24)
+    other = RDT(RDTModelConfig(n_embd=16, n_head=2, n_encoder_layers=1, d_ff=32), len(tok), tok.mask_token_id, 24)
     # and for any model
     assert (
         restoration_scores(other, seg, 0.5, max_steps=2, unigram_id=7, batch_size=4)["unigram"] == s["unigram"]
@@ -555,7 +555,7 @@ def test_conditioned_passes_hear_the_mixed_level():
     # inference: the masked fraction, then the gate
     assert torch.allclose(heard[0], torch.full((4,), 0.5))
     with pytest.raises(ValueError, match="must be even"):
-        RDTModelConfig(d_model=33, n_heads=3, conditioning="adaln")
+        RDTModelConfig(n_embd=33, n_head=3, conditioning="adaln")
 
 
 def test_resume_refuses_another_vocabulary(trained, tmp_path):

@@ -60,7 +60,7 @@ def test_trie_accepts_exactly_the_corpus_and_excludes_seen_items():
 def _toy_model(K=4, L=3, seed=0):
     torch.manual_seed(seed)
     return DecoderRetrievalModel(
-        embedding_dim=8, d_out=16, dropout=0.0, num_heads=2, n_layers=2, num_embeddings=K, sem_id_dim=L, max_pos=10 * L
+        embedding_dim=8, n_embd=16, dropout=0.0, n_head=2, n_layer=2, num_embeddings=K, sem_id_dim=L, max_pos=10 * L
     ).eval()
 
 
@@ -159,9 +159,9 @@ def small(tmp_path_factory):
         max_users=60,
         max_seq_len=12,
         embedding_dim=8,
-        d_out=16,
-        num_heads=2,
-        n_layers=1,
+        n_embd=16,
+        n_head=2,
+        n_layer=1,
         batch_size=8,
         warmup_steps=2,
         eval_every=4,
@@ -202,7 +202,7 @@ def test_resume_is_bit_identical_and_other_configs_are_refused(small):
     assert all(
         torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(), b["optimizer"]["state"][0].values())
     )
-    wider = R(**{**base, "d_out": 32}, iterations=8, out_dir=str(out / "c"))
+    wider = R(**{**base, "n_embd": 32}, iterations=8, out_dir=str(out / "c"))
     with pytest.raises(ConfigError, match="another config"):
         train_retrieval(wider, checkpoint=out / "a" / "ckpt_step_4.pt", data=data, bar=False)
 

@@ -211,7 +211,7 @@ def test_cli_prepare_train_sample(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["gpt", "train", "--set", "n_layers=2"], "n_layers"),
+        (["gpt", "train", "--set", "n_layerz=2"], "n_layerz"),
         (["gpt", "train", "--set", "lr=fast"], "lr"),
         (["gpt", "train", "--preset", "gpt-huge"], "gpt-huge"),
         (["gpt", "train", "--set", "train_bin=/nope/train.bin"], "/nope/train.bin"),
