@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .core import ConfigError, CheckpointError, add_job_args, job_config
+from .core import ConfigError, CheckpointError, RunInterrupted, add_job_args, job_config
 from .core import PRESETS_DIR, option_spellings
 from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
@@ -90,7 +90,7 @@ def _cmd_gpt_train(args) -> int:
             raise FileNotFoundError(
                 f"token file {f!r} does not exist; run `rdtcourse gpt prepare` first or --set train_bin=/val_bin="
             )
-    training.train(cfg, checkpoint=args.checkpoint)
+    training.train(cfg, checkpoint=args.checkpoint, fresh=args.fresh)
     return 0
 
 
@@ -159,7 +159,8 @@ def add_gpt_parser(sub) -> None:
 
 # %% ../nbs/99_cli.ipynb #a02e5c2c
 def _cmd_rdt_train(args) -> int:
-    rtrain.train_rdt(job_config(rtrain.RDTConfig, args, presets_dir=rtrain.RDT_PRESETS), checkpoint=args.checkpoint)
+    cfg = job_config(rtrain.RDTConfig, args, presets_dir=rtrain.RDT_PRESETS)
+    rtrain.train_rdt(cfg, checkpoint=args.checkpoint, fresh=args.fresh)
     return 0
 
 
@@ -281,7 +282,7 @@ def _cmd_retrieval_train(args) -> int:
         raise FileNotFoundError(
             f"semantic IDs {cfg.rqvae!r} do not exist; run `rdtcourse rqvae train` first or --set rqvae=PATH"
         )
-    ret.train_retrieval(cfg, checkpoint=args.checkpoint)
+    ret.train_retrieval(cfg, checkpoint=args.checkpoint, fresh=args.fresh)
     return 0
 
 
@@ -375,7 +376,7 @@ def _cmd_sft_data(args) -> int:
 
 
 def _cmd_sft_train(args) -> int:
-    tow_sft.train_sft(job_config(tow_sft.FlatArguments, args))
+    tow_sft.train_sft(job_config(tow_sft.FlatArguments, args), fresh=args.fresh)
     return 0
 
 
@@ -462,7 +463,7 @@ def add_sft_parser(sub) -> None:
         help="fine-tune (the brief's FlatArguments as flags, or --config/--set); torchrun runs it on several processes",
         description="The brief's accelerate loop: masked prompts, ToW tokens, save_state checkpoints, save_pretrained.",
     )
-    add_job_args(st, tow_sft.FlatArguments, flags=SFT_TRAIN_FLAGS)
+    add_job_args(st, tow_sft.FlatArguments, flags=SFT_TRAIN_FLAGS, fresh=True)
     st.set_defaults(func=_cmd_sft_train)
     sg = ssub.add_parser("generate", help="print a model's completion of a prompt")
     sg.add_argument("--model", required=True, help="a model folder (sft train's output_dir, or the base)")
@@ -504,7 +505,7 @@ def _cmd_kr_tokenize(args) -> int:
 
 
 def _cmd_kr_train(args) -> int:
-    ddp.train_kr(job_config(ddp.KRTrainConfig, args), checkpoint=args.checkpoint)
+    ddp.train_kr(job_config(ddp.KRTrainConfig, args), checkpoint=args.checkpoint, fresh=args.fresh)
     return 0
 
 
@@ -819,6 +820,10 @@ def main(argv=None, parser=None, prog: str = "rdtcourse") -> int:
             msg += f": {e.filename}"
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved where it was: one line, from rank 0
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{prog}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .core import Checkpointer, CheckpointError, ConfigError, Distributed, OptimConfig, atomic_path
 from .core import atomic_write_text, config_dict, config_from_dict, load_checkpoint, make_optimizer
-from .core import make_scheduler, save_checkpoint, save_config, seed_everything
+from .core import RunFolder, check_same_run, make_scheduler, save_checkpoint, save_config, seed_everything
 from .data import load_kr3, load_records, load_tokens, read_meta
 from .tokenizer import EOT, CharTokenizer, encode_corpus, load_tokenizer, train_bpe
 from .gpt import GPT, GPTConfig, MLP, generate
@@ -395,18 +395,9 @@ class KRTrainConfig:
         return Path(self.model_path).parent / (Path(self.model_path).stem + "_ckpt")
 
 # %% ../nbs/10_ddp.ipynb #410fd066
-_SHAPE_KEYS = ("arch", "mode", "chunk_size", "n_embd", "d_ff", "n_layer", "n_head")
-_RUN_KEYS = _SHAPE_KEYS + ("batch_size", "n_tokens", "data_dir")
-_RUN_KEYS += tuple(
-    f"optim.{k}" for k in ("grad_accum", "epochs", "max_steps", "lr", "warmup_ratio", "min_lr_ratio", "seed")
-)
-
-
-def _get(cfg, key: str):
-    "A dotted key's value: `_get(cfg, 'optim.lr')`."
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
+# what a resumed run may change besides core's RESUME_FREE: where the final model goes, the threads, and when and on
+# how much it validates and saves (evaluate_lm draws no random numbers, so the training steps stay the same)
+_RESUME_FREE = ("model_path", "threads", "val_tokens", "optim.eval_interval", "optim.save_interval")
 
 
 def steps_per_epoch(n_chunks: int, cfg: KRTrainConfig, world_size: int = 1) -> int:
@@ -424,16 +415,15 @@ def steps_per_epoch(n_chunks: int, cfg: KRTrainConfig, world_size: int = 1) -> i
     return max(1, min(full, cap))
 
 
-def train_kr(cfg: KRTrainConfig, bar: bool = True, checkpoint=None) -> dict:
+def train_kr(cfg: KRTrainConfig, bar: bool = True, checkpoint=None, fresh: bool = False) -> dict:
     """The brief's train.py: train `cfg.arch` on the review chunks, in one process or in each of torchrun's (DDP);
-    a summary of the run."""
-    with Distributed(
-        cfg.optim.device, threads=cfg.threads or None
-    ) as dist:  # the clean shutdown on every rank at the end
-        return _train_kr(cfg, dist, bar, checkpoint)
+    a summary of the run (`fresh`: start over, deleting the checkpoints an earlier run left in cfg.ckpt_dir)."""
+    with Distributed(cfg.optim.device, threads=cfg.threads or None) as dist:  # a clean shutdown on every rank
+        with RunFolder(cfg.ckpt_dir, dist, fresh=fresh) as run:  # one run per folder; Ctrl-C saves and stops
+            return _train_kr(cfg, dist, run, bar, checkpoint)
 
 
-def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None) -> dict:
+def _train_kr(cfg: KRTrainConfig, dist: Distributed, run: RunFolder, bar: bool, checkpoint=None) -> dict:
     tdir = token_dir(cfg.data_dir, cfg.mode)
     if not (tdir / "train.bin").is_file():
         raise FileNotFoundError(
@@ -458,15 +448,13 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None)
     step, path = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in the folder
     if path is not None:
         state = load_checkpoint(path)
-        saved = config_from_dict(KRTrainConfig, state.get("config", {}))
-        changed = [f"{k} {_get(saved, k)} -> {_get(cfg, k)}" for k in _RUN_KEYS if _get(saved, k) != _get(cfg, k)]
-        # steps and schedule depend on it
-        if state.get("processes", W) != W:
-            changed.append(f"processes {state['processes']} -> {W}")
-        if changed:
+        if "arch" not in state or "model_config" not in state:
+            raise CheckpointError(f"{path} is not a checkpoint written by `rdtcourse kr train`")
+        check_same_run(path, state.get("config"), cfg, free=_RESUME_FREE)
+        if state.get("processes", W) != W:  # steps and schedule depend on it
             raise ConfigError(
-                f"{ck.out_dir} holds a run with other settings ({', '.join(changed)}); "
-                f"use another --model_path, or delete that folder to start again"
+                f"{path} was saved by a run on {state['processes']} process(es), not {W}; resume with the same "
+                f"number, add --fresh to start over in {ck.out_dir}, or use another --model_path"
             )
         ck.resume(model, opt, sched, path=path, state=state)  # every rank gets its own random streams back
         step = int(state["step"])
@@ -545,10 +533,14 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, bar: bool, checkpoint=None)
                         f"step {step}: train loss {window:.4f}, validation loss {last['loss']:.4f} (perplexity "
                         f"{last['ppl']:.1f})"
                     )
-                if epoch_end or step == end or (o.save_interval and step % o.save_interval == 0):
+                saving = epoch_end or step == end or (o.save_interval and step % o.save_interval == 0)
+                if saving:
                     ck.save(model, opt, sched, step=step, config=cfg, metrics=metrics, **fields)  # on every rank
                 if step == end:
                     break
+                if run.stop_requested():  # Ctrl-C or SIGTERM: keep this step, then stop
+                    saved = ck.latest() if saving else ck.save(model, opt, sched, step=step, config=cfg, **fields)
+                    raise run.interrupted(step, saved)
     # the brief's output/gpt_model_ddp.pt
     if step == total and dist.is_main and (losses or not Path(cfg.model_path).exists()):
         save_checkpoint(

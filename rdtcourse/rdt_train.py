@@ -22,7 +22,7 @@ import torch
 
 from .core import Checkpointer, CheckpointError, ConfigError, Distributed, OptimConfig, config_from_dict
 from .core import get_device, load_checkpoint, load_config, make_optimizer, make_scheduler, save_config
-from .core import seed_everything, PRESETS_DIR
+from .core import seed_everything, PRESETS_DIR, RunFolder, check_same_run
 from .data import load_text, load_tokens, load_wikitext, read_meta
 from .tokenizer import encode_corpus, load_tokenizer, train_wordpiece
 from .rdt import RDT, RDTModelConfig, MaskingStrategy, RECON_ON, ChainSettings, chain_loss, mask_predict
@@ -271,14 +271,16 @@ def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device,
     return {k: v / n for k, v in sums.items()}
 
 # %% ../nbs/06_rdt_train.ipynb #97096665
-def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True) -> dict:
+def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True, fresh: bool = False) -> dict:
     """Train RDT as `cfg` says, in one process or in each of torchrun's; a summary with losses, steps, timings and
-    paths. It resumes from the newest checkpoint in `cfg.optim.out_dir`, or from `checkpoint` if given."""
+    paths. It resumes from the newest checkpoint in `cfg.optim.out_dir`, or from `checkpoint` if given
+    (`fresh`: start over, deleting what an earlier run wrote there)."""
     with Distributed(cfg.optim.device) as dist:  # torchrun's ranks, or a single process; a clean shutdown on exit
-        return _train_rdt(cfg, dist, checkpoint, bar)
+        with RunFolder(cfg.optim.out_dir, dist, fresh=fresh) as run:  # one run per folder; Ctrl-C saves and stops
+            return _train_rdt(cfg, dist, run, checkpoint, bar)
 
 
-def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict:
+def _train_rdt(cfg: RDTConfig, dist: Distributed, run: RunFolder, checkpoint, bar: bool) -> dict:
     t, d, o = cfg.training, cfg.data, cfg.optim
     device = dist.device
     seed_everything(o.seed)  # the same initial weights on every rank
@@ -308,12 +310,10 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
     last = {}  # the newest validation
     if checkpoint:
         state = load_checkpoint(checkpoint)
-        saved = state.get("config", {}).get("model")
-        if saved is not None and saved != vars(cfg.model):
-            raise ConfigError(
-                f"checkpoint {checkpoint} holds a model with another config ({saved}); "
-                "use the config it was trained with"
-            )
+        if "n_encoder_layers" not in (state.get("config") or {}).get("model", {}):
+            raise CheckpointError(f"{checkpoint} is not an RDT checkpoint written by `rdtcourse rdt train`")
+        # the same run, or refused naming what changed (data loading settings may differ)
+        check_same_run(checkpoint, state.get("config"), cfg, free=("data.num_workers", "data.pin_memory"))
         was = Path(checkpoint).parent / "tokenizer"  # the vocabulary it was trained on, saved beside it
         if was.is_dir() and load_tokenizer(was).get_vocab() != tok.get_vocab():
             raise ConfigError(
@@ -387,6 +387,9 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
                     sched.step()
                 step += 1
                 log.progress(step, loss=cl.total.item(), recon=cl.recon.item(), gate=cl.gate.item(), epoch=epoch + 1)
+                # Ctrl-C or SIGTERM: keep this step and stop (an epoch's last step first validates, below)
+                if step % steps_per_epoch and step < total and run.stop_requested():
+                    raise run.interrupted(step, ck.save(model, opt, sched, step=step, config=cfg))
                 if step % o.log_interval == 0:
                     log.log(
                         step,
@@ -409,6 +412,8 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, checkpoint, bar: bool) -> dict
                 )
                 metrics = {"val_loss": last["total_loss"], **{f"val_{k}": v for k, v in last.items()}}
                 ck.save(model, opt, sched, step=step, config=cfg, epoch=e, loss=last["total_loss"], metrics=metrics)
+                if step < total and run.stop_requested():
+                    raise run.interrupted(step, ck.latest())
     seconds = time.time() - t0
     best = ck.best_value if ck.best_value is not None else float("nan")
     if step == start:

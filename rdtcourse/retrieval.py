@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .core import Checkpointer, CheckpointError, ConfigError, OptimConfig, RunLogger, bootstrap_ci
 from .core import config_from_dict, load_checkpoint, make_optimizer, make_scheduler, paired_verdict
-from .core import replace_config, save_config, seed_everything
+from .core import RunFolder, check_same_run, replace_config, save_config, seed_everything
 from .data import load_table, load_movielens_1m
 from .gpt import Block, KVCache
 from .rqvae import EMBED_MODEL, MovieLensMovieData, SemanticIdTokenizer, load_rqvae
@@ -646,12 +646,17 @@ def _checkpoint_meta(cfg: RetrievalConfig, tokenizer: SemanticIdTokenizer, n_ite
     }
 
 
-def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, data=None) -> dict:
+def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, data=None, fresh: bool = False) -> dict:
     """Train the generative retriever (or SASRec) as `cfg` says, the brief's way: an `accelerate.Accelerator`,
     gradient accumulation under `accelerator.autocast()`, `accelerator.backward`, a checkpoint every
     `optim.save_interval` iterations and at the end, validation every `optim.eval_interval` keeping the best (by val
     Recall@10). It resumes exactly from the newest checkpoint in `optim.out_dir`, or from `checkpoint` if given.
-    `data`: (movie data, sequences, RQ-VAE) already loaded."""
+    `data`: (movie data, sequences, RQ-VAE) already loaded; `fresh`: start over, deleting what an earlier run wrote."""
+    with RunFolder(cfg.optim.out_dir, fresh=fresh) as run:  # one run per folder; Ctrl-C saves and stops
+        return _train_retrieval(cfg, run, checkpoint, bar, data)
+
+
+def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool, data) -> dict:
     from accelerate import Accelerator
 
     o = cfg.optim
@@ -669,6 +674,7 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
     step, checkpoint = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in out_dir
     if checkpoint:
         state = load_checkpoint(checkpoint)
+        check_same_run(checkpoint, state.get("config"), cfg, free=("cache_dir",))
         if state.get("extra", {}).get("meta") != meta or state.get("extra", {}).get("arch") != model.config:
             raise ConfigError(
                 f"checkpoint {checkpoint} was trained with another config or other semantic IDs; "
@@ -732,7 +738,8 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
                     f"NDCG@10 {last_val['ndcg_10']:.4f}"
                 )
             # evaluations are saved too: the best one is kept
-            if evaluated or (o.save_interval and step % o.save_interval == 0):
+            saving = evaluated or (o.save_interval and step % o.save_interval == 0)
+            if saving:
                 ck.save(
                     accelerator.unwrap_model(model),
                     opt,
@@ -745,6 +752,17 @@ def train_retrieval(cfg: RetrievalConfig, checkpoint=None, bar: bool = True, dat
             if evaluated and cfg.patience and stale >= cfg.patience and step < o.max_steps:
                 log.write(f"stopping early at iteration {step}: no better validation Recall@10 in {stale} validations")
                 break
+            if step < o.max_steps and run.stop_requested():  # Ctrl-C or SIGTERM: keep this iteration, then stop
+                if not saving:
+                    ck.save(
+                        accelerator.unwrap_model(model),
+                        opt,
+                        sched,
+                        step=step,
+                        config=cfg,
+                        extra={**extra, "stale": stale},
+                    )
+                raise run.interrupted(step, ck.latest())
     seconds = time.time() - t0
     best = ck.best_value if ck.best_value is not None else float("nan")
     print(

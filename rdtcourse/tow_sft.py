@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .core import ConfigError, NullLogger, OptimConfig, RunLogger, atomic_path, atomic_write_text
+from .core import CKPT_NAME, Checkpointer, ConfigError, Distributed, NullLogger, OptimConfig, RunFolder
+from .core import RunLogger, atomic_path, atomic_write_text
 from .core import config_from_dict, make_optimizer, replace_config, save_config, seed_everything
 from .data import load_text
 from .tokenizer import encode_corpus, train_bpe
@@ -382,8 +383,8 @@ def _sft_optim() -> OptimConfig:
         warmup_ratio=0.03,  # the brief: 0.03
         weight_decay=0.0,  # the brief: 0.0
         epochs=2,  # the brief: 2
-        save_interval=0,  # accelerator.save_state every this many steps into out_dir/ckpt_step_N/ (0: off)
-        out_dir="output/",  # the final model (safetensors) + tokenizer, ckpt_step_N/ checkpoints, log.jsonl, tb/
+        save_interval=0,  # a checkpoint out_dir/ckpt_step_N.pt every this many steps (0: off)
+        out_dir="output/",  # the final model (safetensors) + tokenizer, ckpt_step_N.pt checkpoints, log.jsonl, tb/
         seed=42,  # seeds the shuffle, the new rows' noise-free init and everything else
     )
 
@@ -400,7 +401,7 @@ class FlatArguments:
     per_device_train_batch_size: int = 8  # examples per process per micro-batch
     # prompt + completion + EOS are cut to this many tokens (0: the model's context, as the brief's None)
     max_seq_length: int = 0
-    # a ckpt_step_N folder to start from (default: the newest in optim.out_dir, if any; "latest" says the same)
+    # a ckpt_step_N.pt to resume from (default: the newest in optim.out_dir, if any; "latest" says the same)
     resume_from_checkpoint: str = ""
     preprocessing_num_workers: int = 0  # Dataset.map processes (0: in this process; 2+ for large datasets)
     add_tow_tokens: bool = True  # add <ToW> and </ToW> as special tokens (also for plain runs: the same vocabulary)
@@ -436,6 +437,11 @@ def check_gpu_options(args: FlatArguments) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit kernels); this machine has none")
     if args.deepspeed:
+        if args.optim.save_interval:
+            raise ConfigError(
+                "optim.save_interval with deepspeed: its optimizer state is sharded, and this loop saves only whole "
+                "checkpoints; set optim.save_interval=0"
+            )
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("deepspeed needs the deepspeed package (pip install deepspeed) and GPUs")
         if not Path(args.deepspeed).is_file():
@@ -444,32 +450,16 @@ def check_gpu_options(args: FlatArguments) -> None:
             raise ConfigError("deepspeed needs CUDA GPUs; this machine has none")
 
 # %% ../nbs/09_tow_sft.ipynb #6e5a0a8e
-def _checkpoints(out: Path) -> list[Path]:
-    "Complete ckpt_step_N folders (their trainer_state.json is written last), oldest first."
-    done = [d for d in out.glob("ckpt_step_*") if (d / "trainer_state.json").is_file() and d.name[10:].isdigit()]
-    return sorted(done, key=lambda d: int(d.name[10:]))
+# what a resumed run may change: where it resumes from, and how the data is prepared (not what it holds)
+_RESUME_FREE = ("resume_from_checkpoint", "preprocessing_num_workers")
 
 
-def _resume_dir(args: FlatArguments) -> Path | None:
-    "The one resume rule: `resume_from_checkpoint` if it names a folder, else the newest in out_dir (or None)."
-    if args.resume_from_checkpoint in ("", "latest"):
-        found = _checkpoints(Path(args.optim.out_dir))
-        return found[-1] if found else None
-    d = Path(args.resume_from_checkpoint)
-    if not (d / "trainer_state.json").is_file():
-        raise ConfigError(f"resume_from_checkpoint={str(d)!r} is not a ckpt_step_N folder written by sft train")
-    return d
-
-
-def train_sft(args: FlatArguments, bar: bool = True) -> dict:
+def train_sft(args: FlatArguments, bar: bool = True, fresh: bool = False) -> dict:
     """Fine-tune `args.model_name_or_path` on prompt/completion data, the brief's way (Accelerator, AdamW, a
-    linear schedule with warm-up, accelerator.backward, save_state every optim.save_interval steps, save_pretrained
-    at the end), with the loss normalised over the target tokens of each whole accumulation window. Runs as one
-    process or under torchrun (one per GPU, or gloo on CPU); resumes from the newest checkpoint in optim.out_dir.
-    Returns a summary of the run."""
-    from accelerate import Accelerator, DataLoaderConfiguration
-    from transformers import DataCollatorForSeq2Seq, get_scheduler
-
+    linear schedule with warm-up, accelerator.backward, save_pretrained at the end), with the loss normalised over the
+    target tokens of each whole accumulation window. Runs as one process or under torchrun (one per GPU, or gloo on
+    CPU); saves `ckpt_step_N.pt` every optim.save_interval steps and resumes from the newest in optim.out_dir, or from
+    `resume_from_checkpoint` (`fresh`: start over). Returns a summary of the run."""
     check_gpu_options(args)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.load_in_4bit, args.lora_rank)
     if args.add_tow_tokens:
@@ -479,7 +469,17 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
         raise ConfigError(f"max_seq_length={args.max_seq_length} exceeds the model's context ({ctx} positions)")
     # every check passes before anything is written
     train_ds, data_stats = prepare_dataset(args, tokenizer, args.max_seq_length or ctx or 1024)
-    resume = _resume_dir(args)
+    # torchrun's ranks, or one process: chapter 0's Distributed joins the group accelerate uses, for the folder's
+    # lock, the clean stop and the checkpoints; the thread count stays what it is
+    with Distributed(args.optim.device, threads=torch.get_num_threads()) as dist:
+        with RunFolder(args.optim.out_dir, dist, fresh=fresh) as run:  # one run per folder; Ctrl-C saves and stops
+            return _train_sft(args, model, tokenizer, train_ds, data_stats, dist, run, bar)
+
+
+def _train_sft(args, model, tokenizer, train_ds, data_stats, dist, run, bar) -> dict:
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from transformers import DataCollatorForSeq2Seq, get_scheduler
+
     plugin = None
     if args.deepspeed:
         from accelerate import DeepSpeedPlugin
@@ -509,12 +509,14 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
     max_steps = o.max_steps or o.epochs * steps_per_epoch
     # the brief's linear decay to 0, stepped by hand once per optimizer step (a prepared one steps once per process)
     sched = get_scheduler("linear", opt, num_warmup_steps=o.warmup(max_steps), num_training_steps=max_steps)
-    accelerator.register_for_checkpointing(sched)
     out = Path(o.out_dir)
-    step = 0
-    if resume is not None:
-        accelerator.load_state(str(resume))  # weights, optimizer, scheduler, every RNG
-        step = json.loads((resume / "trainer_state.json").read_text())["step"]
+    # chapter 0's checkpoints: plain tensors and numbers, read back with weights_only (accelerate's save_state
+    # pickles its RNG and sampler states, and load_state would unpickle whatever a folder holds)
+    ck = Checkpointer(out, keep_last=o.keep_last, metric="train_loss", dist=dist, seed=o.seed)
+    resume = args.resume_from_checkpoint if args.resume_from_checkpoint not in ("", "latest") else None
+    state = ck.resume(accelerator.unwrap_model(model), opt, sched, path=resume, config=args, free=_RESUME_FREE)
+    step = state["step"] if state else 0
+    resume = state and Path(state["path"])
     if accelerator.is_main_process:
         save_config(args, out)
     if step >= max_steps:
@@ -566,6 +568,16 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
         opt.zero_grad(set_to_none=True)
         return float(accelerator.reduce(total, "sum") / n_global)  # the window's mean loss per target token
 
+    def save(at: int):
+        return ck.save(accelerator.unwrap_model(model), opt, sched, step=at, config=args)  # on every rank
+
+    def after_step():  # after each optimizer step: the numbered checkpoint, and a clean stop on Ctrl-C or SIGTERM
+        saving = o.save_interval and step % o.save_interval == 0
+        if saving:
+            save(step)
+        if step < end and run.stop_requested():
+            raise run.interrupted(step, ck.latest() if saving else save(step))
+
     with log_cm as log:
         epoch = step // steps_per_epoch
         while step < end:
@@ -586,8 +598,7 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
                 log.progress(step, loss=losses[-1], lr=lr)
                 if step % o.log_interval == 0 or step == end:
                     log.log(step, **{"train/loss": losses[-1], "lr": lr})
-                if o.save_interval and step % o.save_interval == 0:
-                    _save_state(accelerator, out, step, o.keep_last)
+                after_step()
                 if step >= end:
                     break
             if window and step < end:  # the epoch's short last window
@@ -595,12 +606,11 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
                 step += 1
                 log.progress(step, loss=losses[-1])
                 log.log(step, **{"train/loss": losses[-1], "lr": sched.get_last_lr()[0]})
-                if o.save_interval and step % o.save_interval == 0:
-                    _save_state(accelerator, out, step, o.keep_last)
+                after_step()
             epoch += 1
     seconds = time.time() - t0
-    if step < max_steps and o.save_interval and not (out / f"ckpt_step_{step}").exists():
-        _save_state(accelerator, out, step, o.keep_last)  # stopped early: keep where we are
+    if step < max_steps and o.save_interval and not (out / CKPT_NAME.format(step=step)).exists():
+        save(step)  # stopped early (optim.stop_at): keep where we are
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and step >= max_steps:
         # model.safetensors + config.json
@@ -621,19 +631,6 @@ def train_sft(args: FlatArguments, bar: bool = True) -> dict:
     }
     accelerator.free_memory()
     return summary
-
-
-def _save_state(accelerator, out: Path, step: int, keep: int) -> None:
-    """accelerator.save_state into out/ckpt_step_N/, marked complete by trainer_state.json; keep the newest `keep`.
-    A folder, not chapter 0's single file: with DeepSpeed or 4-bit LoRA only accelerate knows how to save and load
-    the sharded optimizer and adapter states, so it writes them and `_checkpoints` reads only complete folders."""
-    d = out / f"ckpt_step_{step}"
-    accelerator.save_state(str(d))
-    if accelerator.is_main_process:
-        atomic_write_text(d / "trainer_state.json", json.dumps({"step": step}))
-        for old in _checkpoints(out)[:-keep] if keep else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
 # %% ../nbs/09_tow_sft.ipynb #c14cd27b
 @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 
 from .core import Checkpointer, CheckpointError, ConfigError, Distributed, OptimConfig, config_from_dict
 from .core import get_device, load_checkpoint, make_optimizer, make_scheduler, read_log
-from .core import rng_state, save_config, seed_everything, set_rng_state
+from .core import RunFolder, check_same_run, rng_state, save_config, seed_everything, set_rng_state
 from .data import get_batch, load_text, load_tokens, read_meta, get_corpus
 from .tokenizer import CharTokenizer, encode_corpus, load_tokenizer, train_bpe
 from .gpt import GPT, GPTConfig
@@ -174,21 +174,22 @@ def _sample_text(model, tok, cfg: TrainConfig, device) -> str:
 
 _MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "bias")
 _SCHEDULE_KEYS = ("lr", "min_lr", "min_lr_ratio", "warmup_steps", "warmup_ratio", "max_steps")
+# what a resumed run may change: its schedule (followed from the saved step), and the samples it prints
+_RESUME_FREE = tuple(f"optim.{k}" for k in _SCHEDULE_KEYS) + ("tok_path", "sample_every_eval", "sample_max_new_tokens")
+_RESUME_FREE += ("temperature", "top_k", "sample_prompt")
 
 
 def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched, checkpoint=None, say=print):
     """Resume by the one rule (`checkpoint` if given, else the newest in out_dir) -> (state or None, scheduler);
-    refuse a different architecture; follow a changed schedule from the saved step."""
+    refuse other settings (a wider model, another batch size...); follow a changed schedule from the saved step."""
     path = checkpoint or ck.latest()
     if path is None:
         return None, sched
     ckpt = load_checkpoint(path)
+    if "lm_head.weight" not in ckpt.get("model", {}):
+        raise CheckpointError(f"{path} is not a GPT checkpoint written by `rdtcourse gpt train`")
+    check_same_run(path, ckpt.get("config"), cfg, free=_RESUME_FREE)
     saved = config_from_dict(TrainConfig, ckpt.get("config", {}))
-    changed = [
-        f"{k} {getattr(saved, k)} -> {getattr(cfg, k)}" for k in _MODEL_KEYS if getattr(saved, k) != getattr(cfg, k)
-    ]
-    if changed:
-        raise ConfigError(f"{path} holds a model with other dimensions ({', '.join(changed)}); use a new out_dir")
     o = cfg.optim
     reschedule = any(getattr(saved.optim, k) != getattr(o, k) for k in _SCHEDULE_KEYS)
     state = ck.resume(model, opt, None if reschedule else sched, path=path, state=ckpt)
@@ -205,14 +206,15 @@ def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched, checkpoint=No
     return state, sched
 
 
-def train(cfg: TrainConfig, bar: bool = True, checkpoint=None) -> dict:
+def train(cfg: TrainConfig, bar: bool = True, checkpoint=None, fresh: bool = False) -> dict:
     """Train (or resume) a GPT as `cfg` says, in one process or in each of torchrun's; returns a summary with the
     final losses, steps and timings. It resumes from the newest checkpoint in `cfg.optim.out_dir`, or `checkpoint`."""
     with Distributed(cfg.optim.device) as dist:  # torchrun's ranks, or a single process; a clean shutdown on exit
-        return _train(cfg, dist, bar, checkpoint)
+        with RunFolder(cfg.optim.out_dir, dist, fresh=fresh) as run:  # one run per folder; Ctrl-C saves and stops
+            return _train(cfg, dist, run, bar, checkpoint)
 
 
-def _train(cfg: TrainConfig, dist: Distributed, bar: bool, checkpoint=None) -> dict:
+def _train(cfg: TrainConfig, dist: Distributed, run: RunFolder, bar: bool, checkpoint=None) -> dict:
     o, device = cfg.optim, dist.device
     seed_everything(o.seed + dist.rank)  # each rank draws its own batches (rank 0 = the single-process run)
     train_data, val_data = load_tokens(cfg.train_bin), load_tokens(cfg.val_bin)
@@ -290,6 +292,11 @@ def _train(cfg: TrainConfig, dist: Distributed, bar: bool, checkpoint=None) -> d
                     set_rng_state(keep)
                 metrics = {"val_loss": last["val"], "train_loss": last["train"]}
                 ck.save(model, opt, sched, step=done, config=cfg, metrics=metrics)  # every rank: see Checkpointer
+            if done < end and run.stop_requested():  # Ctrl-C or SIGTERM during this step: keep it, then stop
+                saved = (
+                    ck.latest() if done % o.eval_interval == 0 else ck.save(model, opt, sched, step=done, config=cfg)
+                )
+                raise run.interrupted(done, saved)
     seconds = time.time() - t0
     ran = max(0, end - start)
     summary = {

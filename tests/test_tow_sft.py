@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
-from rdtcourse.core import ConfigError, replace_config
+from rdtcourse.core import ConfigError, load_checkpoint, replace_config
 from rdtcourse.tow_sft import (
     FlatArguments,
     PromptBoundaryError,
@@ -152,20 +152,18 @@ def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup)
     s = train_sft(split, bar=False)
     assert (
         s["step"] == 3
-        and (setup[0] / "split" / "ckpt_step_3").is_dir()
+        and (setup[0] / "split" / "ckpt_step_3.pt").is_file()
         and not (setup[0] / "split" / "model.safetensors").exists()
     )
     train_sft(_args(setup, "split", max_train_steps=6, checkpointing_steps=3), bar=False)  # running again resumes
     a, b = _weights(setup[0] / "straight"), _weights(setup[0] / "split")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the saved folder reloads through the Auto classes and writes what the last training state writes
-    from safetensors.torch import load_file
-
     model, tok = load_model_and_tokenizer(str(setup[0] / "straight"))
     twin, twin_tok = load_model_and_tokenizer(str(setup[1]))  # the base, grown by the same two tokens...
     add_tow_tokens(twin, twin_tok)
     # ...then the final training state
-    twin.load_state_dict(load_file(setup[0] / "straight" / "ckpt_step_6" / "model.safetensors"), strict=False)
+    twin.load_state_dict(load_checkpoint(setup[0] / "straight" / "ckpt_step_6.pt")["model"])
     twin.tie_weights()
     prompts = [r["prompt"] for r in setup[3][:3]]
     assert generate_completions(model, tok, prompts, 12) == generate_completions(twin, tok, prompts, 12)
@@ -175,7 +173,7 @@ def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup)
 
 def test_keep_last_n_checkpoints(setup):
     train_sft(_args(setup, "keep", max_train_steps=6, checkpointing_steps=2, keep_last_n_checkpoints=2), bar=False)
-    assert sorted(p.name for p in (setup[0] / "keep").glob("ckpt_step_*")) == ["ckpt_step_4", "ckpt_step_6"]
+    assert sorted(p.name for p in (setup[0] / "keep").glob("ckpt_step_*")) == ["ckpt_step_4.pt", "ckpt_step_6.pt"]
 
 
 @pytest.mark.torchrun
