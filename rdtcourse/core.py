@@ -7,12 +7,12 @@ Docs: https://rdtcourse.github.io/rdtcourse/core.html.md"""
 # %% auto #0
 __all__ = ['PRESETS_DIR', 'ALIASES', 'CKPT_NAME', 'BEST_NAME', 'RESUME_FREE', 'get_device', 'seed_everything', 'rng_state',
            'set_rng_state', 'ConfigError', 'preset_path', 'apply_aliases', 'load_config', 'config_from_dict',
-           'config_dict', 'replace_config', 'save_config', 'atomic_path', 'atomic_write_text', 'add_config_args',
-           'config_from_args', 'config_keys', 'config_help', 'option_spellings', 'add_job_args', 'job_config',
-           'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'FinalLineBar', 'headless',
-           'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics', 'bootstrap_ci', 'paired_verdict',
-           'ci_half', 'fmt_ci', 'NullLogger', 'Distributed', 'OptimConfig', 'make_optimizer', 'make_scheduler',
-           'RunInterrupted', 'RunFolder', 'clear_run', 'run_changes', 'check_same_run']
+           'config_dict', 'replace_config', 'save_config', 'atomic_path', 'atomic_write_text', 'read_text',
+           'add_config_args', 'config_from_args', 'config_keys', 'config_help', 'option_spellings', 'add_job_args',
+           'job_config', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'FinalLineBar',
+           'headless', 'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics', 'bootstrap_ci',
+           'paired_verdict', 'ci_half', 'fmt_ci', 'NullLogger', 'Distributed', 'OptimConfig', 'make_optimizer',
+           'make_scheduler', 'RunInterrupted', 'RunFolder', 'clear_run', 'run_changes', 'check_same_run']
 
 # %% ../nbs/00_core.ipynb #8c8b76ed
 import os
@@ -392,6 +392,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
+
+def read_text(path) -> str:
+    "A UTF-8 text file's contents; a one-line `ConfigError` naming the file when it is missing or not UTF-8."
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{str(p)!r} does not exist or is not a file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{str(p)!r} is not UTF-8 text (byte {e.start}: {e.reason}); convert it first") from None
+
 # %% ../nbs/00_core.ipynb #73a673b8
 def add_config_args(parser, device: bool = True, presets: bool = False, presets_dir=None):
     """Add --config, --override, --set (repeatable), --device and optionally --preset (from `presets_dir`)
@@ -551,9 +562,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         culprit = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if culprit is None:  # not a pickle that names an object: random bytes, another format
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a torch checkpoint") from None
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds objects other than tensors and plain data "
-            f"({culprit.group(1) if culprit else 'unknown object'}); refused by weights_only loading"
+            f"({culprit.group(1)}); refused by weights_only loading"
         ) from None
     except Exception as e:  # truncated, empty, text, or another format: the unpickler fails in many ways
         first = (str(e).splitlines() or [type(e).__name__])[0][:120]
@@ -1121,6 +1134,10 @@ class OptimConfig:
         for k in ("beta1", "beta2"):
             if not 0 <= getattr(self, k) < 1:
                 raise ConfigError(f"optim.{k}={getattr(self, k)} must be in [0, 1)")
+        # the spelling only: whether this machine has the device is the job's question (get_device), so a config
+        # saved on a GPU machine still loads on a laptop
+        if not re.fullmatch(r"auto|(cpu|cuda|mps)(:\d+)?", self.device):
+            raise ConfigError(f"optim.device={self.device!r} must be auto, cpu, cuda, cuda:N or mps")
 
     def final_lr(self) -> float:
         "Where the cosine decay ends: lr x min_lr_ratio if that is set, else min_lr."
@@ -1307,7 +1324,13 @@ def run_changes(saved: dict, cfg, free=()) -> list[str]:
 def check_same_run(path, saved: dict | None, cfg, free=()) -> None:
     """Refuse to resume checkpoint `path` (saved with config dict `saved`) under a `cfg` with other settings: a
     one-line `ConfigError` naming them and saying how to start over."""
-    changed = run_changes(saved or {}, cfg, free)
+    try:
+        changed = run_changes(saved or {}, cfg, free)
+    except ConfigError as e:  # its config is not this job's at all
+        raise ConfigError(
+            f"{path} was saved by another kind of run ({e}); add --fresh to start over in {Path(path).parent}, "
+            "or use another out_dir"
+        ) from None
     if changed:
         shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
         raise ConfigError(

@@ -163,8 +163,10 @@ def prepare_rdt_data(cfg: RDTDataConfig):
         if cfg.tokenizer == "train"
         else load_tokenizer(cfg.tokenizer)
     )
-    if tok.mask_token_id is None:
-        raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no [MASK] token; RDT needs one")
+    if getattr(tok, "mask_token_id", None) is None:  # a character tokenizer has no mask at all
+        raise ConfigError(
+            f"tokenizer {cfg.tokenizer!r} has no [MASK] token; RDT needs one (a WordPiece or BERT vocabulary)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     for split, text in (("train", train_text), ("val", wikitext_split(cfg.dataset_name, "val"))):
         encode_corpus(tok, text, out / f"{split}.bin", meta=key, desc=f"tokenize {split}")
@@ -288,11 +290,13 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, run: RunFolder, checkpoint, ba
         prepare_rdt_data(d)  # rank 0 tokenizes; the others then read its cache
     dist.barrier()
     tok, train_tokens, val_tokens = prepare_rdt_data(d)
+    # windows that fit the data, checked before the model (whose attention bias is max_seq_length squared) is built
+    train_ds = RandomSegments(train_tokens, d.max_seq_length, seed=o.seed)
+    fixed_segments(val_tokens, d.max_seq_length, 1)
     model = RDT(cfg.model, len(tok), tok.mask_token_id, d.max_seq_length).to(device)
     if dist.enabled:
         seed_everything(o.seed + dist.rank)  # then each rank its own masks and chains
     opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), fused=device.type == "cuda")
-    train_ds = RandomSegments(train_tokens, d.max_seq_length, seed=o.seed)
     steps_per_epoch = len(train_ds) // (t.batch_size * dist.world_size)  # batch_size segments per rank and step
     if t.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.steps_per_epoch)

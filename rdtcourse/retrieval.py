@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .core import Checkpointer, CheckpointError, ConfigError, OptimConfig, RunLogger, bootstrap_ci
 from .core import config_from_dict, load_checkpoint, make_optimizer, make_scheduler, paired_verdict
-from .core import RunFolder, check_same_run, replace_config, save_config, seed_everything
+from .core import RunFolder, check_same_run, get_device, replace_config, save_config, seed_everything
 from .data import load_table, load_movielens_1m
 from .gpt import Block, KVCache
 from .rqvae import EMBED_MODEL, MovieLensMovieData, SemanticIdTokenizer, load_rqvae
@@ -660,6 +660,7 @@ def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool
     from accelerate import Accelerator
 
     o = cfg.optim
+    get_device(o.device)  # a device this machine lacks fails here, before anything is written
     seed_everything(o.seed)
     movie_data, seq, tokenizer = data or load_retrieval_data(cfg)
     cpu = o.device == "cpu" or (o.device == "auto" and not torch.cuda.is_available())
@@ -834,6 +835,9 @@ def recommend(
     include_seen: bool = False,
 ) -> list[int]:
     "The top-k item indices after `history` (item indices, oldest first); seen items are left out unless asked."
+    n_items = len(tokenizer.corpus_ids)
+    if not 1 <= k <= n_items:  # a beam as wide as k: asking for more than there are only eats memory
+        raise ValueError(f"top {k} must be between 1 and the {n_items:,} items there are")
     history = np.asarray(history, dtype=np.int64)
     seen = None if include_seen else [history]
     if isinstance(model, SASRec):

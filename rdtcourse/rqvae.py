@@ -394,6 +394,14 @@ class RQVAEConfig:
     optim: OptimConfig = field(default_factory=_rqvae_optim)
 
     def __post_init__(self):
+        for k in ("batch_size", "codebook_size", "n_levels", "output_dim"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k}={getattr(self, k)} must be at least 1")
+        if any(not isinstance(h, int) or h < 1 for h in self.hidden_dims):
+            raise ConfigError(f"hidden_dims={self.hidden_dims} must be a list of positive widths, e.g. [512, 256]")
+        for k in ("max_items", "restart_after", "beta"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{k}={getattr(self, k)} must not be negative")
         o = self.optim
         if o.max_steps < 1:
             raise ConfigError(f"optim.max_steps={o.max_steps} must be at least 1 (the RQ-VAE counts steps)")

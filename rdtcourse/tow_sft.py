@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import math
+import pickle
 import re
 import shutil
 import time
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 import yaml
 
 from .core import CKPT_NAME, Checkpointer, ConfigError, Distributed, NullLogger, OptimConfig, RunFolder
-from .core import RunLogger, atomic_path, atomic_write_text
+from .core import RunLogger, atomic_path, atomic_write_text, check_same_run, read_text
 from .core import config_from_dict, make_optimizer, replace_config, save_config, seed_everything
 from .data import load_text
 from .tokenizer import encode_corpus, train_bpe
@@ -98,14 +99,24 @@ def make_tow_data(
     """Training, validation and test problems with 1..max_steps steps (equally often). Each operand tuple belongs to
     one split, so no held-out problem's numbers and operations ever appear in training; settings are chosen on the
     validation problems, and the test problems are scored once."""
+    if max_steps < 1 or max_operand < 1:
+        raise ConfigError(f"max_steps={max_steps} and max_operand={max_operand} must be at least 1")
     rng = np.random.default_rng(seed)
     want = {"train": n_train, "val": n_val, "test": n_test}
     out = {k: [] for k in want}
+    idle = 0  # draws since the last one a split still wanted: few operand tuples can leave a split unfillable
     while any(len(out[k]) < want[k] for k in want):
         p = make_problem(rng, int(rng.integers(1, max_steps + 1)), max_operand)
         side = split_of(p["operands"])
         if len(out[side]) < want[side]:
             out[side].append(p)
+            idle = 0
+        elif (idle := idle + 1) > 100_000:
+            short = ", ".join(f"{k} {len(out[k]):,} of {want[k]:,}" for k in want if len(out[k]) < want[k])
+            raise ConfigError(
+                f"max_steps={max_steps} and max_operand={max_operand} allow too few distinct problems ({short}); "
+                "raise them or ask for fewer problems"
+            )
     return out["train"], out["val"], out["test"]
 
 
@@ -123,13 +134,14 @@ def write_jsonl(rows, path, completion: str | None = None) -> Path:
     return path
 
 
-def read_jsonl(path, fields=("prompt", "completion")) -> list[dict]:
-    "Rows of a JSON-lines file, each checked to hold `fields`; a one-line error names the file, line and missing field."
+def read_jsonl(path, fields=("prompt", "completion"), ints=()) -> list[dict]:
+    """Rows of a JSON-lines file, each checked to hold `fields` (and whole numbers in `ints`); a one-line error names
+    the file, the line and the field."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file {str(path)!r} does not exist")
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -141,6 +153,9 @@ def read_jsonl(path, fields=("prompt", "completion")) -> list[dict]:
             raise ConfigError(
                 f"{path}:{i} has no {', '.join(map(repr, missing))} field (a row needs {', '.join(fields)})"
             )
+        for f in ints:
+            if not isinstance(row[f], int) or isinstance(row[f], bool):
+                raise ConfigError(f"{path}:{i} has {f}={row[f]!r}, not a whole number")
         rows.append(row)
     if not rows:
         raise ConfigError(f"data file {str(path)!r} holds no rows")
@@ -191,12 +206,8 @@ def make_base_model(
     stamp = out / "recipe.json"
     if (hf_dir / "config.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == recipe:
         return hf_dir
-    seed_everything(seed)
-    tok = train_bpe(base_corpus("train"), vocab_size=vocab_size, split_digits=True)  # digits one per token
     data = out / "data"
-    for split in ("train", "val"):
-        encode_corpus(tok, base_corpus(split), data / f"{split}.bin", meta={"tokenizer": "bpe"})
-    tok.save_pretrained(data)
+    # the config first: a bad value (steps=0...) fails before anything is written
     cfg = replace_config(
         TrainConfig(),
         train_bin=str(data / "train.bin"),
@@ -220,6 +231,11 @@ def make_base_model(
         seed=seed,
         keep_last=1,
     )
+    seed_everything(seed)
+    tok = train_bpe(base_corpus("train"), vocab_size=vocab_size, split_digits=True)  # digits one per token
+    for split in ("train", "val"):
+        encode_corpus(tok, base_corpus(split), data / f"{split}.bin", meta={"tokenizer": "bpe"})
+    tok.save_pretrained(data)
     shutil.rmtree(cfg.optim.out_dir, ignore_errors=True)  # a fresh run, not a resume of an older recipe
     train(cfg, bar=bar)
     model, tok, _ = load_model(Path(cfg.optim.out_dir) / "best.pt", cfg.tok_path)
@@ -263,6 +279,11 @@ def load_model_and_tokenizer(name_or_path: str, load_in_4bit: bool = False, lora
         model = AutoModelForCausalLM.from_pretrained(str(p) if local else name_or_path, **kwargs)
     except OSError as e:
         raise ConfigError(f"cannot load {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    except pickle.UnpicklingError:  # transformers reads a .bin with weights_only: a pickled object is refused
+        raise ConfigError(
+            f"model {name_or_path!r} holds weights with objects other than tensors (pytorch_model.bin); refused by "
+            "weights_only loading"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 style models have no pad token
     if load_in_4bit:
@@ -517,6 +538,12 @@ def _train_sft(args, model, tokenizer, train_ds, data_stats, dist, run, bar) -> 
     state = ck.resume(accelerator.unwrap_model(model), opt, sched, path=resume, config=args, free=_RESUME_FREE)
     step = state["step"] if state else 0
     resume = state and Path(state["path"])
+    finished = state is None and (out / "model.safetensors").is_file() and (out / "config.yaml").is_file()
+    if finished:  # a model trained here before (no checkpoints kept): the same settings have nothing left to do
+        check_same_run(out / "config.yaml", yaml.safe_load(read_text(out / "config.yaml")), args, free=_RESUME_FREE)
+        accelerator.print(f"nothing to do: {out} already holds the model these settings train")
+        accelerator.free_memory()
+        return {"step": max_steps, "max_steps": max_steps, "train_seconds": 0.0, "losses": [], "out_dir": str(out)}
     if accelerator.is_main_process:
         save_config(args, out)
     if step >= max_steps:

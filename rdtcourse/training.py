@@ -34,6 +34,10 @@ class PrepareConfig:
     vocab_size: int = 1024  # BPE vocabulary size (24,000 for corpora of millions of words)
     data_dir: str = "data"  # where train.bin, val.bin, meta.json and tokenizer.json are written
 
+    def __post_init__(self):
+        if not 1 <= self.vocab_size <= 1_000_000:  # the largest tokenizers in use have about 256k entries
+            raise ConfigError(f"vocab_size={self.vocab_size} must be between 1 and 1,000,000")
+
 
 def prepare(cfg: PrepareConfig) -> dict:
     """Tokenize corpus `cfg.corpus` into cfg.data_dir/{train,val}.bin with a char, BPE or pretrained tokenizer;
