@@ -463,8 +463,8 @@ def _train_kr(cfg: KRTrainConfig, dist: Distributed, run: RunFolder, bar: bool, 
         check_same_run(path, state.get("config"), cfg, free=_RESUME_FREE)
         if state.get("processes", W) != W:  # steps and schedule depend on it
             raise ConfigError(
-                f"{path} was saved by a run on {state['processes']} process(es), not {W}; resume with the same "
-                f"number, add --fresh to start over in {ck.out_dir}, or use another --model_path"
+                f"{path} was saved by a run with other settings (processes {state['processes']} -> {W}); resume "
+                f"with the same number, add --fresh to start over in {ck.out_dir}, or use another --model_path"
             )
         ck.resume(model, opt, sched, path=path, state=state)  # every rank gets its own random streams back
         step = int(state["step"])

@@ -50,3 +50,123 @@ def test_a_bad_input_is_one_line_and_changes_nothing(world, case, monkeypatch):
     assert code == case.get("exit", 2), err
     assert case["says"] in last, last
     assert before == after, sorted(set(before.items()) ^ set(after.items()))
+
+
+# --- one run per folder, --fresh ------------------------------------------------------------------------------------
+def test_a_second_run_into_a_busy_folder_is_refused(world, monkeypatch):
+    from failure_world import GPT
+    from rdtcourse.core import RunFolder
+
+    monkeypatch.chdir(world)
+    before = snapshot(world)
+    with RunFolder(world / "gpt" / "run"):  # a run in progress
+        code, err = run_cli(GPT + " --set out_dir=gpt/run")
+    assert code == 2 and "gpt/run is in use by another run (pid" in err.strip().splitlines()[-1], err
+    assert snapshot(world) == before
+
+
+def test_fresh_starts_over_where_other_settings_were_refused(world, monkeypatch):
+    from failure_world import GPT
+    from rdtcourse.core import load_checkpoint
+
+    monkeypatch.chdir(world)
+    shutil.copytree(world / "gpt" / "run", world / "fresh_gpt")
+    (world / "fresh_gpt" / "notes.txt").write_text("mine")  # not the run's: --fresh keeps it
+    assert run_cli(GPT + " --set out_dir=fresh_gpt --set n_embd=32")[0] == 2
+    code, err = run_cli(GPT + " --set out_dir=fresh_gpt --set n_embd=32 --fresh")
+    assert code == 0, err
+    assert load_checkpoint(world / "fresh_gpt" / "best.pt")["config"]["n_embd"] == 32
+    assert (world / "fresh_gpt" / "notes.txt").read_text() == "mine"
+    shutil.rmtree(world / "fresh_gpt")
+
+
+# --- a run killed, or stopped by Ctrl-C, resumes bit for bit ---------------------------------------------------------
+# each trainer with checkpoints often enough to be caught mid-run: (command, its checkpoint folder, final checkpoint)
+KILLED = {
+    "gpt": ("{GPT} --set max_steps=300 --set eval_interval=10 --set out_dir={out}", "{out}", "ckpt_step_300.pt"),
+    "rdt": (
+        "{RDT} --set training.steps_per_epoch=15 --set training.num_epochs=4 --set training.checkpoint_dir={out}",
+        "{out}",
+        "ckpt_step_60.pt",
+    ),
+    "kr": ("{KR} --n_tokens 0.01 --save_every 5 --model_path {out}/m.pt", "{out}/m_ckpt", None),
+    "retrieval": (
+        "{RETRIEVAL} --set iterations=60 --set eval_every=5 --set patience=0 --set out_dir={out}",
+        "{out}",
+        "ckpt_step_60.pt",
+    ),
+    "sft": ("{SFT} --max_train_steps 12 --checkpointing_steps 2 --output_dir {out}", "{out}", "ckpt_step_12.pt"),
+}
+
+
+def _cli(world, command: str, out: str):
+    import subprocess
+    import sys
+
+    from failure_world import SHORTHANDS
+
+    words = command.format(**SHORTHANDS, out=out).split()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    exe = str(Path(sys.executable).parent / "rdtcourse")
+    return subprocess.Popen([exe, *words], cwd=world, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _last_checkpoint(folder: Path, final):
+    from rdtcourse.core import Checkpointer
+
+    return folder / final if final else Checkpointer(folder, keep_last=0).latest()
+
+
+@pytest.mark.parametrize("job", KILLED)
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(world, job):
+    import signal
+    import time
+
+    from rdtcourse.core import load_checkpoint
+
+    command, folder, final = KILLED[job]
+    runs = {}
+    for name in ("straight", "killed"):
+        out = f"kill_{job}_{name}"
+        p = _cli(world, command, out)
+        if name == "killed":  # SIGKILL once the first checkpoint exists: no handler, no goodbye
+            ck = world / folder.replace("{out}", out)
+            deadline = time.time() + 300
+            while p.poll() is None and time.time() < deadline and not list(ck.glob("ckpt_step_*.pt")):
+                time.sleep(0.05)
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            assert list(ck.glob("ckpt_step_*.pt")), "no checkpoint before the kill"
+            p = _cli(world, command, out)  # the same command again resumes
+        assert p.wait() == 0, p.stderr.read()[-3000:]
+        runs[name] = load_checkpoint(_last_checkpoint(world / folder.replace("{out}", out), final))
+    a, b = runs["straight"], runs["killed"]
+    assert a["step"] == b["step"] and a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert (a["model"][k] == b["model"][k]).all(), k
+
+
+def test_ctrl_c_saves_the_step_and_the_same_command_resumes(world):
+    import signal
+    import time
+
+    from rdtcourse.core import load_checkpoint
+
+    command = "{GPT} --set max_steps=400 --set eval_interval=100 --set log_interval=1 --set out_dir={out}"
+    straight = _cli(world, command, "int_straight")
+    assert straight.wait() == 0
+    p = _cli(world, command, "int_split")
+    log, deadline = world / "int_split" / "log.jsonl", time.time() + 300
+    while p.poll() is None and time.time() < deadline and not (log.exists() and log.stat().st_size > 2000):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    err = p.stderr.read()
+    assert p.wait() == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rdtcourse: stopped by SIGINT at step") and "run the same command again" in last, last
+    step = int(last.split("at step ")[1].split(";")[0])
+    assert 0 < step < 400 and (world / "int_split" / f"ckpt_step_{step}.pt").exists()  # the steps done are kept
+    again = _cli(world, command, "int_split")
+    assert again.wait() == 0
+    a, b = (load_checkpoint(world / d / "ckpt_step_400.pt")["model"] for d in ("int_straight", "int_split"))
+    assert all((a[k] == b[k]).all() for k in a)
