@@ -23,6 +23,7 @@ os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 import argparse
 import dataclasses
+import errno
 import json
 import pickle
 import random
@@ -548,7 +549,12 @@ def save_checkpoint(path, state: dict) -> Path:
     "Save `state` to `path` atomically: write a temporary file beside it, then `os.replace` it into place."
     path = Path(path)
     with atomic_path(path) as tmp:  # readers see the old file or the new one, never half of one
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's zip writer says "unexpected pos" for a failed write: say what failed
+            full = shutil.disk_usage(tmp.parent).free < 64 * 2**20
+            why = "No space left on device" if full else f"write failed ({str(e).splitlines()[0][:80]})"
+            raise OSError(errno.ENOSPC if full else errno.EIO, why, str(path)) from None
     return path
 
 

@@ -462,3 +462,24 @@ def test_distributed_puts_the_thread_count_back():
         with Distributed("cpu", threads=n + 1):
             raise RuntimeError("a failed run")
     assert torch.get_num_threads() == n  # put back on an error too
+
+
+def test_a_full_disk_is_an_os_error_naming_the_file_and_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    import rdtcourse.core as core
+
+    good = core.save_checkpoint(tmp_path / "ckpt_step_1.pt", {"step": 1})
+
+    def full(*a, **k):  # what torch's zip writer raises when a write comes up short
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(core.torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError) as e:
+        core.save_checkpoint(good, {"step": 2})
+    assert e.value.errno == errno.ENOSPC and str(good) in str(e.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt_step_1.pt"]  # no temp file; the old one intact
+    monkeypatch.undo()
+    assert core.load_checkpoint(good)["step"] == 1

@@ -314,7 +314,7 @@ def decoder(data, tmp_path_factory):
         (["validate", "--model_path", "MODEL", "--arch", "ffn"], "holds a decoder model"),
         (["predict", "--model_path", "MODEL", "--mode", "manual"], "trained on tokenizer tokens"),
         (["test", "--model_path", "OUT/none.pt"], "does not exist"),
-        (["test", "--model_path", "MODEL", "--samples", "-1"], "--samples -1 must be >= 0"),
+        (["test", "--model_path", "MODEL", "--samples", "-1"], "argument --samples: -1 must be >= 0"),
         (["validate", "--model_path", "MODEL", "--data_dir", "OUT"], "run `rdtcourse kr tokenize"),
     ],
 )
