@@ -1305,7 +1305,7 @@ class RunFolder:
                 self.out_dir.rmdir()  # a failed start leaves no empty folder behind
 
 
-_RUN_OUTPUTS = ("config.yaml", "log.jsonl", BEST_NAME, BEST_NAME + ".json", "tb")  # and ckpt_step_*
+_RUN_OUTPUTS = ("config.yaml", "log.jsonl", "summary.json", BEST_NAME, BEST_NAME + ".json", "tb")  # and ckpt_step_*
 
 
 def clear_run(out_dir) -> None:

@@ -273,6 +273,11 @@ def validate(model: RDT, segments: torch.Tensor, cfg: RDTTrainingConfig, device,
     return {k: v / n for k, v in sums.items()}
 
 # %% ../nbs/06_rdt_train.ipynb #97096665
+# what a resumed run may change besides core's RESUME_FREE: how the data is loaded, and where its cache lives (the
+# vocabulary itself is compared below)
+_RESUME_FREE = ("data.num_workers", "data.pin_memory", "data.data_dir")
+
+
 def train_rdt(cfg: RDTConfig, checkpoint=None, bar: bool = True, fresh: bool = False) -> dict:
     """Train RDT as `cfg` says, in one process or in each of torchrun's; a summary with losses, steps, timings and
     paths. It resumes from the newest checkpoint in `cfg.optim.out_dir`, or from `checkpoint` if given
@@ -317,7 +322,7 @@ def _train_rdt(cfg: RDTConfig, dist: Distributed, run: RunFolder, checkpoint, ba
         if "n_encoder_layers" not in (state.get("config") or {}).get("model", {}):
             raise CheckpointError(f"{checkpoint} is not an RDT checkpoint written by `rdtcourse rdt train`")
         # the same run, or refused naming what changed (data loading settings may differ)
-        check_same_run(checkpoint, state.get("config"), cfg, free=("data.num_workers", "data.pin_memory"))
+        check_same_run(checkpoint, state.get("config"), cfg, free=_RESUME_FREE)
         was = Path(checkpoint).parent / "tokenizer"  # the vocabulary it was trained on, saved beside it
         if was.is_dir() and load_tokenizer(was).get_vocab() != tok.get_vocab():
             raise ConfigError(

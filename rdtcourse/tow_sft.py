@@ -178,6 +178,16 @@ def base_corpus(split: str = "train") -> str:
     return load_text("wikitext2-sample", split) + load_text("ko-chatbot", split)
 
 
+def _source_hash(*modules: str) -> str:
+    "A short hash of the source files of these modules of the installed rdtcourse package."
+    import rdtcourse
+
+    h = hashlib.sha1()
+    for m in modules:
+        h.update((Path(rdtcourse.__file__).parent / f"{m}.py").read_bytes())
+    return h.hexdigest()[:12]
+
+
 def make_base_model(
     out_dir,
     steps: int = 600,
@@ -202,6 +212,9 @@ def make_base_model(
         n_embd=n_embd,
         block_size=block_size,
         seed=seed,
+        # the code that makes it, too: a base cached by an older version of the course is made again, so a run on a
+        # fresh clone and a run in an old checkout give the same numbers
+        code=_source_hash("core", "data", "tokenizer", "gpt", "training"),
     )
     stamp = out / "recipe.json"
     if (hf_dir / "config.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == recipe:

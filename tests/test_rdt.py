@@ -227,11 +227,14 @@ def test_keep_last_n(tmp_path, data_dir):
 
 
 def test_running_again_resumes_and_a_finished_run_says_so(tmp_path, data_dir, capsys):
-    train_rdt(tiny_cfg(tmp_path, data_dir, "training.num_epochs=1"), bar=False)
-    s = train_rdt(tiny_cfg(tmp_path, data_dir), bar=False)  # two epochs now: picks up at step 3 by itself
+    train_rdt(tiny_cfg(tmp_path, data_dir), bar=False)
+    (tmp_path / "ckpt_step_6.pt").unlink()  # as if killed after the first epoch's checkpoint
+    s = train_rdt(tiny_cfg(tmp_path, data_dir), bar=False)  # the same command picks up at step 3 by itself
     assert s["step"] == 6 and "resuming from step 3 of 6" in capsys.readouterr().out
     train_rdt(tiny_cfg(tmp_path, data_dir), bar=False)
     assert "nothing to do" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"other settings \(optim.epochs 2 -> 3\).*--fresh"):  # not this run
+        train_rdt(tiny_cfg(tmp_path, data_dir, "training.num_epochs=3"), bar=False)
 
 
 def test_resume_continues_exactly(trained, tmp_path, data_dir):
@@ -244,7 +247,7 @@ def test_resume_continues_exactly(trained, tmp_path, data_dir):
 
 
 def test_resume_refuses_another_model(trained, tmp_path, data_dir):
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"other settings \(model.n_embd 32 -> 64\)"):
         train_rdt(tiny_cfg(tmp_path, data_dir, "model.n_embd=64"), checkpoint=trained[0] / "best.pt", bar=False)
 
 
@@ -558,10 +561,22 @@ def test_conditioned_passes_hear_the_mixed_level():
         RDTModelConfig(n_embd=33, n_head=3, conditioning="adaln")
 
 
-def test_resume_refuses_another_vocabulary(trained, tmp_path):
+def test_resume_refuses_another_vocabulary(trained, tmp_path, data_dir):
     other = tiny_cfg(tmp_path, tmp_path / "data", "data.tokenizer=wikitext2-sample/wordpiece-1000.json")
-    with pytest.raises(ConfigError, match="another vocabulary"):
+    with pytest.raises(ConfigError, match="other settings .data.tokenizer 'train' -> 'wikitext2-sample"):
         train_rdt(other, checkpoint=trained[0] / "best.pt", bar=False)
+    # the same settings, but the run's saved vocabulary is not the one they give now (a WordPiece trained again:
+    # huggingface/tokenizers' WordPiece trainer breaks ties in hash-map order, so it can differ from run to run)
+    import shutil
+
+    from rdtcourse.tokenizer import load_tokenizer
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    shutil.rmtree(run / "tokenizer")
+    load_tokenizer("wikitext2-sample/wordpiece-1000.json").save_pretrained(run / "tokenizer")
+    with pytest.raises(ConfigError, match="another vocabulary"):
+        train_rdt(tiny_cfg(run, data_dir), bar=False)
 
 
 def test_mlm_objective_trains_the_baseline(tmp_path, data_dir):
