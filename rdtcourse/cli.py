@@ -855,7 +855,9 @@ def main(argv=None, parser=None, prog: str = "rdtcourse") -> int:
         msg = (str(e).splitlines() or [type(e).__name__])[0]
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
             msg += f": {e.filename}"
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        # under torchrun every process finds the same bad config: rank 0 says it (a rank's own trouble, any rank)
+        if os.environ.get("RANK", "0") == "0" or not isinstance(e, ConfigError):
+            print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     except RunInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved where it was: one line, from rank 0
         if os.environ.get("RANK", "0") == "0":

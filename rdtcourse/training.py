@@ -222,6 +222,9 @@ def _train(cfg: TrainConfig, dist: Distributed, run: RunFolder, bar: bool, check
     o, device = cfg.optim, dist.device
     seed_everything(o.seed + dist.rank)  # each rank draws its own batches (rank 0 = the single-process run)
     train_data, val_data = load_tokens(cfg.train_bin), load_tokens(cfg.val_bin)
+    for name, data in (("train_bin", train_data), ("val_bin", val_data)):  # checked before anything is written
+        if len(data) <= cfg.block_size:
+            raise ConfigError(f"{name} has {len(data):,} tokens; block_size={cfg.block_size} needs more than that")
     vocab_size = read_meta(Path(cfg.train_bin).parent)["vocab_size"]
     tok = load_tokenizer(cfg.tok_path) if cfg.sample_every_eval and Path(cfg.tok_path).exists() else None
     model = GPT(cfg.model_config(vocab_size)).to(device)

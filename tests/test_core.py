@@ -483,3 +483,15 @@ def test_a_full_disk_is_an_os_error_naming_the_file_and_leaves_the_old_checkpoin
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt_step_1.pt"]  # no temp file; the old one intact
     monkeypatch.undo()
     assert core.load_checkpoint(good)["step"] == 1
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    from rdtcourse.core import atomic_write_text, save_checkpoint
+
+    old = os.umask(0o007)
+    try:
+        save_checkpoint(tmp_path / "c.pt", {"step": 1})
+        atomic_write_text(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"c.pt": 0o660, "t.txt": 0o660}
