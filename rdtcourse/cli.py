@@ -165,10 +165,10 @@ def add_gpt_parser(sub) -> None:
     )
     gs.add_argument(
         "--temperature",
-        type=_number(float, above=0),
+        type=_number(float, lo=0),
         default=0.9,
         metavar="T",
-        help="divides the logits: below 1 sharper and safer, above 1 more varied (default: %(default)s)",
+        help="divides the logits: below 1 sharper, above 1 more varied, 0 the likeliest (default: %(default)s)",
     )
     gs.add_argument(
         *option_spellings("top_k"),
@@ -702,7 +702,7 @@ def add_kr_parser(sub) -> None:
         *option_spellings("max_token"), type=POSITIVE, default=50, help="most new tokens (default: %(default)s)"
     )
     kp.add_argument(
-        "--temperature", type=_number(float, above=0), default=0.8, help="sampling temperature (default: %(default)s)"
+        "--temperature", type=_number(float, lo=0), default=0.8, help="sampling temperature (default: %(default)s)"
     )
     kp.add_argument(
         *option_spellings("top_k"),
@@ -856,7 +856,7 @@ def main(argv=None, parser=None, prog: str = "rdtcourse") -> int:
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
             msg += f": {e.filename}"
         # under torchrun every process finds the same bad config: rank 0 says it (a rank's own trouble, any rank)
-        if os.environ.get("RANK", "0") == "0" or not isinstance(e, ConfigError):
+        if os.environ.get("RANK", "0") == "0" or not isinstance(e, (ConfigError, CheckpointError)):
             print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     except RunInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved where it was: one line, from rank 0

@@ -1216,16 +1216,29 @@ def _is_temp(p: Path) -> bool:
     return p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".tmp.old"))
 
 
+def _clean_temps(folder: Path) -> None:
+    """Remove what killed writes left in `folder`. A `.NAME.PID.HEX.tmp.old` is the previous NAME that a folder swap
+    moved aside: if the kill came before the new one took its place, it is the only copy, and goes back."""
+    for p in folder.iterdir():
+        m = re.fullmatch(r"\.(.+)\.\d+\.[0-9a-f]{8}\.tmp\.old", p.name)
+        if m and not (folder / m.group(1)).exists():
+            os.replace(p, folder / m.group(1))
+        elif _is_temp(p):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 class RunFolder:
     """`with RunFolder(out_dir, dist) as run:` one run per output folder, and a clean stop. Rank 0 holds an OS lock on
     out_dir/.lock (a second run fails naming the holder; the lock dies with its process), stale temporary files are
     removed, and Ctrl-C / SIGTERM set a flag that `stop_requested()` reports at the next step boundary (on every rank
-    at once). `fresh=True` (`--fresh`) first deletes what an earlier run wrote there (`clear_run`). A run that fails
-    before writing anything leaves the folder as it found it."""
+    at once). `fresh=True` (`--fresh`) sets aside what an earlier run wrote there (`outputs`: its checkpoints,
+    config.yaml, log.jsonl, tb/...) and deletes it once the new run has written its own; a start that fails puts it
+    back, and leaves a folder it created as it found it (absent)."""
 
-    def __init__(self, out_dir, dist=None, signals: bool = True, fresh: bool = False):
+    def __init__(self, out_dir, dist=None, signals: bool = True, fresh: bool = False, outputs=()):
         self.out_dir, self.dist, self.signals, self.fresh = Path(out_dir), dist, signals, fresh
-        self.signum, self._lock, self._old = None, None, {}
+        self.outputs = set(_RUN_OUTPUTS) | set(outputs)  # what a run of this job writes (and --fresh removes)
+        self.signum, self._lock, self._old, self._aside = None, None, {}, None
 
     @property
     def _main(self) -> bool:
@@ -1258,14 +1271,28 @@ class RunFolder:
         f.flush()
         self._lock = f
 
+    def _ours(self, p: Path) -> bool:
+        return p.name in self.outputs or p.name.startswith("ckpt_step_")
+
+    def _set_aside(self) -> None:
+        "--fresh: move the earlier run's outputs into a temporary folder (a run's folder only: one with checkpoints)."
+        old = [p for p in self.out_dir.iterdir() if self._ours(p)]
+        if not any(p.name.startswith("ckpt_step_") or p.name in (BEST_NAME, "log.jsonl") for p in old):
+            return  # no sign that a run wrote here: nothing is deleted
+        self._aside = self.out_dir / f".fresh.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        self._aside.mkdir()
+        for p in old:
+            os.replace(p, self._aside / p.name)
+
     def __enter__(self):
-        self._created = not self.out_dir.exists()
+        missing = [d for d in (self.out_dir, *self.out_dir.parents) if not d.exists()]
+        self._created = missing[::-1]  # the folders this run makes, outermost first
         if self._main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._acquire()
-            for p in self.out_dir.iterdir():  # left by a write that was killed: nobody else writes here now
-                if _is_temp(p) or (self.fresh and (p.name in _RUN_OUTPUTS or p.name.startswith("ckpt_step_"))):
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            _clean_temps(self.out_dir)  # nobody else writes here now
+            if self.fresh:
+                self._set_aside()
         if self.dist is not None:
             self.dist.barrier()  # no rank reads the folder before it is clean
         if self.signals and threading.current_thread() is threading.main_thread():
@@ -1297,22 +1324,31 @@ class RunFolder:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old = {}
-        if self._lock is not None:
-            (self.out_dir / ".lock").unlink(missing_ok=True)  # while still holding it
-            self._lock.close()
-            self._lock = None
-            if self._created and exc[0] is not None and not any(self.out_dir.iterdir()):
-                self.out_dir.rmdir()  # a failed start leaves no empty folder behind
+        if self._lock is None:
+            return
+        wrote = any(self._ours(p) for p in self.out_dir.iterdir())
+        if self._aside is not None:  # --fresh: the earlier run goes for good once this one has written, else back
+            if exc[0] is not None and not wrote:
+                for p in self._aside.iterdir():
+                    os.replace(p, self.out_dir / p.name)
+            shutil.rmtree(self._aside, ignore_errors=True)
+        (self.out_dir / ".lock").unlink(missing_ok=True)  # while still holding it
+        self._lock.close()
+        self._lock = None
+        if exc[0] is not None and not wrote:  # a failed start leaves no folder it made behind
+            for d in reversed(self._created):
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
 
 
 _RUN_OUTPUTS = ("config.yaml", "log.jsonl", "summary.json", BEST_NAME, BEST_NAME + ".json", "tb")  # and ckpt_step_*
 
 
-def clear_run(out_dir) -> None:
-    """What `--fresh` does before a run: delete what a run wrote into `out_dir` (numbered checkpoints, best.pt,
-    config.yaml, log.jsonl, tb/) while holding the folder's lock; other files stay."""
+def clear_run(out_dir, outputs=()) -> None:
+    """`--fresh` by hand: delete what a run wrote into `out_dir` (numbered checkpoints, best.pt, config.yaml,
+    log.jsonl, tb/ and `outputs`) while holding the folder's lock; other files stay."""
     if Path(out_dir).is_dir():
-        with RunFolder(out_dir, signals=False, fresh=True):
+        with RunFolder(out_dir, signals=False, fresh=True, outputs=outputs):
             pass
 
 

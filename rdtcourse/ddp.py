@@ -405,9 +405,10 @@ class KRTrainConfig:
         return Path(self.model_path).parent / (Path(self.model_path).stem + "_ckpt")
 
 # %% ../nbs/10_ddp.ipynb #410fd066
-# what a resumed run may change besides core's RESUME_FREE: where the final model goes, the threads, and when and on
-# how much it validates and saves (evaluate_lm draws no random numbers, so the training steps stay the same)
-_RESUME_FREE = ("model_path", "threads", "val_tokens", "optim.eval_interval", "optim.save_interval")
+# what a resumed run may change besides core's RESUME_FREE: where the final model goes, and when it validates and
+# saves (evaluate_lm draws no random numbers, so the training steps stay the same; not the threads, whose number
+# changes float sums, nor val_tokens, which decides what "best" compares)
+_RESUME_FREE = ("model_path", "optim.eval_interval", "optim.save_interval")
 
 
 def steps_per_epoch(n_chunks: int, cfg: KRTrainConfig, world_size: int = 1) -> int:

@@ -676,10 +676,10 @@ def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool
     if checkpoint:
         state = load_checkpoint(checkpoint)
         check_same_run(checkpoint, state.get("config"), cfg, free=("cache_dir",))
-        if state.get("extra", {}).get("meta") != meta or state.get("extra", {}).get("arch") != model.config:
+        if state.get("extra", {}).get("meta") != meta:  # the same settings, but the RQ-VAE's file was retrained
             raise ConfigError(
-                f"checkpoint {checkpoint} was trained with another config or other semantic IDs; "
-                f"use the config it was written with ({Path(checkpoint).parent / 'config.yaml'})"
+                f"checkpoint {checkpoint} was trained on other semantic IDs than {cfg.rqvae!r} holds now; "
+                "add --fresh to start over, or use another out_dir"
             )
         ck.resume(model, opt, sched, path=checkpoint, state=state)
         step = int(state["step"])
@@ -738,9 +738,9 @@ def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool
                     f"iteration {step}: loss {total_loss:.4f}, validation Recall@10 {last_val['recall_10']:.4f}, "
                     f"NDCG@10 {last_val['ndcg_10']:.4f}"
                 )
+            stop = step < o.max_steps and run.stop_requested()  # Ctrl-C or SIGTERM: keep this iteration, then stop
             # evaluations are saved too: the best one is kept
-            saving = evaluated or (o.save_interval and step % o.save_interval == 0)
-            if saving:
+            if evaluated or stop or (o.save_interval and step % o.save_interval == 0):
                 ck.save(
                     accelerator.unwrap_model(model),
                     opt,
@@ -752,17 +752,8 @@ def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool
                 )
             if evaluated and cfg.patience and stale >= cfg.patience and step < o.max_steps:
                 log.write(f"stopping early at iteration {step}: no better validation Recall@10 in {stale} validations")
-                break
-            if step < o.max_steps and run.stop_requested():  # Ctrl-C or SIGTERM: keep this iteration, then stop
-                if not saving:
-                    ck.save(
-                        accelerator.unwrap_model(model),
-                        opt,
-                        sched,
-                        step=step,
-                        config=cfg,
-                        extra={**extra, "stale": stale},
-                    )
+                break  # finished: a Ctrl-C at this step changes nothing
+            if stop:
                 raise run.interrupted(step, ck.latest())
     seconds = time.time() - t0
     best = ck.best_value if ck.best_value is not None else float("nan")

@@ -178,9 +178,9 @@ def _sample_text(model, tok, cfg: TrainConfig, device) -> str:
 
 _MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "bias")
 _SCHEDULE_KEYS = ("lr", "min_lr", "min_lr_ratio", "warmup_steps", "warmup_ratio", "max_steps")
-# what a resumed run may change: its schedule (followed from the saved step), and the samples it prints
-_RESUME_FREE = tuple(f"optim.{k}" for k in _SCHEDULE_KEYS) + ("tok_path", "sample_every_eval", "sample_max_new_tokens")
-_RESUME_FREE += ("temperature", "top_k", "sample_prompt")
+# what a resumed run may change: its schedule, which it then follows from the saved step (not the samples it prints:
+# sampling draws on the same random stream as the batches, so other samples mean other batches afterwards)
+_RESUME_FREE = tuple(f"optim.{k}" for k in _SCHEDULE_KEYS)
 
 
 def _resume(ck: Checkpointer, cfg: TrainConfig, model, opt, sched, checkpoint=None, say=print):

@@ -81,11 +81,12 @@ def build_world(root: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict:
-    "Every file under `root` with its size and modification time: what a failing command must leave as it was."
+    """Every file and folder under `root` with its size and modification time (folders: None): what a failing
+    command must leave as it was."""
     return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
         for p in sorted(Path(root).rglob("*"))
-        if p.is_file() and "cache" not in p.relative_to(root).parts[:1]
+        if "cache" not in p.relative_to(root).parts[:1]
     }
 
 

@@ -495,3 +495,26 @@ def test_outputs_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"c.pt": 0o660, "t.txt": 0o660}
+
+
+def test_a_folder_swap_killed_halfway_is_put_back_at_the_next_start(tmp_path):
+    from rdtcourse.core import RunFolder
+
+    # atomic_path moved the old `tokenizer/` aside and was killed before the new one took its place
+    aside = tmp_path / ".tokenizer.4242.0a1b2c3d.tmp.old"
+    aside.mkdir()
+    (aside / "vocab.txt").write_text("the only copy")
+    (tmp_path / ".ckpt_step_9.pt.4242.0a1b2c3d.tmp").write_bytes(b"half")  # a file write killed halfway
+    with RunFolder(tmp_path, signals=False):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]
+    assert (tmp_path / "tokenizer" / "vocab.txt").read_text() == "the only copy"
+
+
+def test_a_failed_start_removes_the_folders_it_made(tmp_path):
+    from rdtcourse.core import ConfigError, RunFolder
+
+    with pytest.raises(ConfigError):
+        with RunFolder(tmp_path / "a" / "b" / "run", signals=False):
+            raise ConfigError("found after the folder was taken")
+    assert list(tmp_path.iterdir()) == []

@@ -77,6 +77,10 @@ def test_fresh_starts_over_where_other_settings_were_refused(world, monkeypatch)
     assert code == 0, err
     assert load_checkpoint(world / "fresh_gpt" / "best.pt")["config"]["n_embd"] == 32
     assert (world / "fresh_gpt" / "notes.txt").read_text() == "mine"
+    # --fresh with a value that fails before the run writes anything: the earlier run is put back, untouched
+    before = snapshot(world / "fresh_gpt")
+    code, err = run_cli(GPT + " --set out_dir=fresh_gpt --set block_size=100000000 --fresh")
+    assert code == 2 and "block_size" in err and snapshot(world / "fresh_gpt") == before, err
     shutil.rmtree(world / "fresh_gpt")
 
 
@@ -99,7 +103,8 @@ KILLED = {
 }
 
 
-def _cli(world, command: str, out: str):
+def _cli(world, command: str, out: str, log: str):
+    "Start `rdtcourse COMMAND` in the world, its output (both streams) into world/LOG (a pipe could fill and block)."
     import subprocess
     import sys
 
@@ -108,7 +113,8 @@ def _cli(world, command: str, out: str):
     words = command.format(**SHORTHANDS, out=out).split()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     exe = str(Path(sys.executable).parent / "rdtcourse")
-    return subprocess.Popen([exe, *words], cwd=world, env=env, stderr=subprocess.PIPE, text=True)
+    with open(world / log, "w") as f:
+        return subprocess.Popen([exe, *words], cwd=world, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
 
 
 def _last_checkpoint(folder: Path, final):
@@ -128,17 +134,19 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(world, job):
     runs = {}
     for name in ("straight", "killed"):
         out = f"kill_{job}_{name}"
-        p = _cli(world, command, out)
+        p = _cli(world, command, out, f"{out}.log")
         if name == "killed":  # SIGKILL once the first checkpoint exists: no handler, no goodbye
             ck = world / folder.replace("{out}", out)
             deadline = time.time() + 300
             while p.poll() is None and time.time() < deadline and not list(ck.glob("ckpt_step_*.pt")):
                 time.sleep(0.05)
             p.send_signal(signal.SIGKILL)
-            p.wait()
+            assert p.wait() == -signal.SIGKILL, "the run ended before the kill"
             assert list(ck.glob("ckpt_step_*.pt")), "no checkpoint before the kill"
-            p = _cli(world, command, out)  # the same command again resumes
-        assert p.wait() == 0, p.stderr.read()[-3000:]
+            p = _cli(world, command, out, f"{out}.again.log")  # the same command again resumes
+        assert p.wait() == 0, (world / f"{out}.log").read_text()[-3000:]
+        if name == "killed":
+            assert "resuming" in (world / f"{out}.again.log").read_text(), "it started over instead of resuming"
         runs[name] = load_checkpoint(_last_checkpoint(world / folder.replace("{out}", out), final))
     a, b = runs["straight"], runs["killed"]
     assert a["step"] == b["step"] and a["model"].keys() == b["model"].keys()
@@ -153,20 +161,19 @@ def test_ctrl_c_saves_the_step_and_the_same_command_resumes(world):
     from rdtcourse.core import load_checkpoint
 
     command = "{GPT} --set max_steps=400 --set eval_interval=100 --set log_interval=1 --set out_dir={out}"
-    straight = _cli(world, command, "int_straight")
+    straight = _cli(world, command, "int_straight", "int_straight.log")
     assert straight.wait() == 0
-    p = _cli(world, command, "int_split")
+    p = _cli(world, command, "int_split", "int_split.log")
     log, deadline = world / "int_split" / "log.jsonl", time.time() + 300
     while p.poll() is None and time.time() < deadline and not (log.exists() and log.stat().st_size > 2000):
         time.sleep(0.02)
     p.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    err = p.stderr.read()
-    assert p.wait() == 130, err
-    last = err.strip().splitlines()[-1]
+    assert p.wait() == 130, (world / "int_split.log").read_text()[-3000:]
+    last = (world / "int_split.log").read_text().strip().splitlines()[-1]
     assert last.startswith("rdtcourse: stopped by SIGINT at step") and "run the same command again" in last, last
     step = int(last.split("at step ")[1].split(";")[0])
     assert 0 < step < 400 and (world / "int_split" / f"ckpt_step_{step}.pt").exists()  # the steps done are kept
-    again = _cli(world, command, "int_split")
-    assert again.wait() == 0
+    again = _cli(world, command, "int_split", "int_split.again.log")
+    assert again.wait() == 0 and f"resuming from step {step}" in (world / "int_split.again.log").read_text()
     a, b = (load_checkpoint(world / d / "ckpt_step_400.pt")["model"] for d in ("int_straight", "int_split"))
     assert all((a[k] == b[k]).all() for k in a)
