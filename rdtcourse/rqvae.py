@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .core import atomic_path, atomic_write_text, CheckpointError, config_from_dict, ConfigError
 from .core import load_checkpoint, OptimConfig
 from .core import make_optimizer, progress, replace_config, save_checkpoint, save_config, seed_everything
+from .core import RunFolder
 from .data import load_table
 
 # %% ../nbs/07_rqvae.ipynb #8d5115e5
@@ -425,7 +426,14 @@ def make_tokenizer(cfg: RQVAEConfig, input_dim: int) -> SemanticIdTokenizer:
 
 def train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None = None, bar: bool = True):
     """Train the RQ-VAE on the movie features, then fix every item's semantic ID. Returns (model, data, history);
-    history has one record per `optim.log_interval` steps: losses and the codebook health of the whole corpus."""
+    history has one record per `optim.log_interval` steps: losses and the codebook health of the whole corpus.
+    It holds its out_dir for the whole run (one run per folder) and writes only at the end: it trains in seconds,
+    so a stopped run has nothing to resume, and the previous rqvae.pt stays whole until the new one replaces it."""
+    with RunFolder(cfg.optim.out_dir, signals=False):
+        return _train_rqvae(cfg, data, bar)
+
+
+def _train_rqvae(cfg: RQVAEConfig, data: MovieLensMovieData | None, bar: bool):
     o = cfg.optim
     seed_everything(o.seed)
     data = data or MovieLensMovieData.load(cfg.embed_model, cfg.cache_dir, cfg.max_items or None)

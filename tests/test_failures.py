@@ -124,7 +124,9 @@ def _last_checkpoint(folder: Path, final):
 
 
 @pytest.mark.parametrize("job", KILLED)
-def test_a_killed_run_resumes_to_the_uninterrupted_weights(world, job):
+def test_a_killed_or_interrupted_run_resumes_to_the_uninterrupted_weights(world, job):
+    """SIGKILL (no handler, no goodbye) and SIGINT (Ctrl-C: the run saves at the next step boundary and exits 130)
+    once the first checkpoint exists; then the same command again. Both end with the straight run's weights."""
     import signal
     import time
 
@@ -132,26 +134,55 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(world, job):
 
     command, folder, final = KILLED[job]
     runs = {}
-    for name in ("straight", "killed"):
-        out = f"kill_{job}_{name}"
+    for name, sig in (("straight", None), ("killed", signal.SIGKILL), ("interrupted", signal.SIGINT)):
+        out = f"stop_{job}_{name}"
         p = _cli(world, command, out, f"{out}.log")
-        if name == "killed":  # SIGKILL once the first checkpoint exists: no handler, no goodbye
+        if sig is not None:
             ck = world / folder.replace("{out}", out)
             deadline = time.time() + 300
             while p.poll() is None and time.time() < deadline and not list(ck.glob("ckpt_step_*.pt")):
                 time.sleep(0.05)
-            p.send_signal(signal.SIGKILL)
-            assert p.wait() == -signal.SIGKILL, "the run ended before the kill"
-            assert list(ck.glob("ckpt_step_*.pt")), "no checkpoint before the kill"
+            p.send_signal(sig)
+            code = p.wait()
+            last = (world / f"{out}.log").read_text().strip().splitlines()[-1]
+            if sig == signal.SIGKILL:
+                assert code == -signal.SIGKILL, "the run ended before the kill"
+            else:
+                assert code == 130 and last.startswith("rdtcourse: stopped by SIGINT at step"), last
+            assert list(ck.glob("ckpt_step_*.pt")), "no checkpoint before the stop"
             p = _cli(world, command, out, f"{out}.again.log")  # the same command again resumes
         assert p.wait() == 0, (world / f"{out}.log").read_text()[-3000:]
-        if name == "killed":
+        if sig is not None:
             assert "resuming" in (world / f"{out}.again.log").read_text(), "it started over instead of resuming"
         runs[name] = load_checkpoint(_last_checkpoint(world / folder.replace("{out}", out), final))
-    a, b = runs["straight"], runs["killed"]
-    assert a["step"] == b["step"] and a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert (a["model"][k] == b["model"][k]).all(), k
+    a = runs["straight"]
+    for name in ("killed", "interrupted"):
+        b = runs[name]
+        assert a["step"] == b["step"] and a["model"].keys() == b["model"].keys(), name
+        for k in a["model"]:
+            assert (a["model"][k] == b["model"][k]).all(), (name, k)
+
+
+def test_a_killed_rqvae_run_keeps_the_old_ids_and_the_same_command_gives_the_same_ones(world):
+    "The RQ-VAE trains in seconds and writes one file: a kill leaves the previous file whole; running again redoes it."
+    import signal
+    import time
+
+    from rdtcourse.core import load_checkpoint
+
+    command = "{RQVAE} --set steps=3000 --set log_every=3000 --set out_dir={out}"
+    assert _cli(world, command, "rq_straight", "rq_straight.log").wait() == 0
+    shutil.copytree(world / "rq_straight", world / "rq_killed")
+    old = (world / "rq_killed" / "rqvae.pt").read_bytes()
+    p = _cli(world, command.replace("steps=3000", "steps=300000"), "rq_killed", "rq_killed.log")  # a longer run
+    time.sleep(3)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL
+    assert (world / "rq_killed" / "rqvae.pt").read_bytes() == old  # the trained IDs are still there, whole
+    assert not [q for q in (world / "rq_killed").iterdir() if q.name.startswith(".")]
+    assert _cli(world, command, "rq_killed", "rq_killed.again.log").wait() == 0
+    a, b = (load_checkpoint(world / d / "rqvae.pt") for d in ("rq_straight", "rq_killed"))
+    assert all((a["model"][k] == b["model"][k]).all() for k in a["model"])
 
 
 def test_ctrl_c_saves_the_step_and_the_same_command_resumes(world):
