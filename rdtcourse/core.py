@@ -364,8 +364,10 @@ def atomic_path(path):
     aside, and put back if the swap fails), and when the block fails it is deleted. Readers see the old output or the
     new one, never half of one."""
     path = Path(path)
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # removed again if the write fails
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # unique; draws on no seeded RNG
+    done = False
     try:
         yield tmp
         if not tmp.exists():
@@ -381,11 +383,15 @@ def atomic_path(path):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)  # atomic on POSIX and Windows
+        done = True
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        for d in made if not done else ():
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -174,6 +174,9 @@ def tokenize_reviews(
         raise ValueError(f"chunk_size={chunk_size} and batch_size={batch_size} must be at least 1")
     out = token_dir(data_dir, mode)
     texts = {s: read_split(data_dir, s) for s in SPLITS}
+    for s in ("train", "validation"):  # the test split may be empty (test_ratio=0)
+        if not texts[s]:
+            raise ConfigError(f"{Path(data_dir) / (s + '.txt')} holds no reviews; run `rdtcourse kr load` first")
     if mode == "manual":
         tok, name = syllable_tokenizer(texts["train"]), "syllables"
     else:

@@ -139,4 +139,11 @@ def make_props(root: Path) -> Path:
     (props / "latin1.jsonl").write_bytes(b'{"prompt": "Question: caf\xe9?\\nAnswer:", "completion": " 3"}\n')
     row = {"prompt": "Question: Ana has 5 apples. Ana buys 2 more. How many apples does Ana have now?\nAnswer:"}
     (props / "seven.jsonl").write_text(json.dumps({**row, "answer": "seven"}) + "\n")
+    empty = props / "kr_empty"  # a reviews folder whose files hold nothing
+    empty.mkdir(exist_ok=True)
+    for split in ("train", "validation", "test"):
+        (empty / f"{split}.txt").write_text("")
+    old = props / "old_sft" / "ckpt_step_3"  # an accelerate.save_state folder of an older version
+    old.mkdir(parents=True, exist_ok=True)
+    torch.save(_RunsCode(marker), old / "custom_checkpoint_0.pkl")
     return props
