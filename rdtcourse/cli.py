@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .core import ConfigError, CheckpointError, RunInterrupted, add_job_args, job_config
+from .core import ConfigError, CheckpointError, RankError, RunInterrupted, add_job_args, job_config
 from .core import PRESETS_DIR, option_spellings
 from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
@@ -855,8 +855,8 @@ def main(argv=None, parser=None, prog: str = "rdtcourse") -> int:
         msg = (str(e).splitlines() or [type(e).__name__])[0]
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
             msg += f": {e.filename}"
-        # under torchrun every process finds the same bad config: rank 0 says it (a rank's own trouble, any rank)
-        if os.environ.get("RANK", "0") == "0" or not isinstance(e, (ConfigError, CheckpointError)):
+        # under torchrun every process finds the same bad value: rank 0 says it (a rank's own trouble: that rank)
+        if os.environ.get("RANK", "0") == "0" or isinstance(e, RankError) or isinstance(e, OSError):
             print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     except RunInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved where it was: one line, from rank 0

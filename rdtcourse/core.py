@@ -6,13 +6,14 @@ Docs: https://rdtcourse.github.io/rdtcourse/core.html.md"""
 
 # %% auto #0
 __all__ = ['PRESETS_DIR', 'ALIASES', 'CKPT_NAME', 'BEST_NAME', 'RESUME_FREE', 'get_device', 'seed_everything', 'rng_state',
-           'set_rng_state', 'ConfigError', 'preset_path', 'apply_aliases', 'load_config', 'config_from_dict',
-           'config_dict', 'replace_config', 'save_config', 'atomic_path', 'atomic_write_text', 'read_text',
-           'add_config_args', 'config_from_args', 'config_keys', 'config_help', 'option_spellings', 'add_job_args',
-           'job_config', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'FinalLineBar',
-           'headless', 'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics', 'bootstrap_ci',
-           'paired_verdict', 'ci_half', 'fmt_ci', 'NullLogger', 'Distributed', 'OptimConfig', 'make_optimizer',
-           'make_scheduler', 'RunInterrupted', 'RunFolder', 'clear_run', 'run_changes', 'check_same_run']
+           'set_rng_state', 'ConfigError', 'RankError', 'preset_path', 'apply_aliases', 'load_config',
+           'config_from_dict', 'config_dict', 'replace_config', 'save_config', 'atomic_path', 'atomic_write_text',
+           'read_text', 'add_config_args', 'config_from_args', 'config_keys', 'config_help', 'option_spellings',
+           'add_job_args', 'job_config', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpointer',
+           'FinalLineBar', 'headless', 'progress', 'show_widget', 'RunLogger', 'read_log', 'save_metrics',
+           'bootstrap_ci', 'paired_verdict', 'ci_half', 'fmt_ci', 'NullLogger', 'Distributed', 'OptimConfig',
+           'make_optimizer', 'make_scheduler', 'RunInterrupted', 'RunFolder', 'clear_run', 'run_changes',
+           'check_same_run']
 
 # %% ../nbs/00_core.ipynb #8c8b76ed
 import os
@@ -118,6 +119,10 @@ def set_rng_state(state: dict) -> None:
 # %% ../nbs/00_core.ipynb #ec6c9bc7
 class ConfigError(ValueError):
     "A config value or file that cannot be used; the message is one line naming the key or file."
+
+
+class RankError(ConfigError):
+    "A problem of one process of a multi-process run alone (every other error is the same on every rank)."
 
 
 PRESETS_DIR = Path(__file__).parent / "configs" if "__file__" in globals() else Path("../rdtcourse/configs")
@@ -963,7 +968,7 @@ class Distributed:
         dev = get_device(None if device in (None, "", "auto") else device)
         if dev.type == "cuda" and "LOCAL_RANK" in env:  # one GPU per process
             if self.local_rank >= torch.cuda.device_count():
-                raise ConfigError(
+                raise RankError(
                     f"process {self.local_rank} on this machine has no GPU of its own "
                     f"({torch.cuda.device_count()} found): "
                     f"use --nproc_per_node {torch.cuda.device_count()} or fewer"

@@ -531,3 +531,32 @@ def test_rdt_train_under_torchrun_resumes_exactly(tmp_path):
         weights(tmp_path / "b" / "ckpt_step_6.pt"),
         atol=0,
     )
+
+
+@pytest.mark.torchrun
+def test_under_torchrun_a_bad_value_is_said_once_and_ctrl_c_stops_every_rank_at_one_step(data, tmp_path):
+    big = cfg(data, tmp_path / "big", batch_size=100000)
+    r = torchrun("kr", "train", *flags(big))
+    assert r.returncode != 0 and (r.stdout + r.stderr).count("rdtcourse: error: ") == 1, r.stderr[-3000:]
+    assert not (tmp_path / "big").exists()  # nothing written
+    # Ctrl-C reaches every process (the terminal signals the whole group); they stop together, one line from rank 0
+    c = cfg(data, tmp_path / "int", n_tokens=30, save_every=5)
+    with open(tmp_path / "int.log", "w") as log:
+        p = subprocess.Popen(
+            [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "rdtcourse", "kr", "train", *flags(c)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "int" / "m_ckpt").glob("ckpt_step_*.pt")):
+        time.sleep(0.1)
+    os.killpg(p.pid, signal.SIGINT)
+    p.wait(timeout=120)
+    out = (tmp_path / "int.log").read_text()
+    lines = [line for line in out.splitlines() if "stopped by SIGINT at step" in line]
+    assert len(lines) == 1 and lines[0].startswith("rdtcourse: "), out[-3000:]
+    step = int(lines[0].split("at step ")[1].split(";")[0])
+    assert (tmp_path / "int" / "m_ckpt" / f"ckpt_step_{step}.pt").exists()
+    assert load_checkpoint(tmp_path / "int" / "m_ckpt" / f"ckpt_step_{step}.pt")["step"] == step
