@@ -446,10 +446,11 @@ def test_two_nodes_meet_through_the_rendezvous_and_train_together(data, tmp_path
 
 
 @pytest.mark.torchrun
-def test_nproc_larger_than_the_work_fails_on_every_rank(data, tmp_path):
+def test_nproc_larger_than_the_work_fails_on_every_rank_and_is_said_once(data, tmp_path):
     c = cfg(data, tmp_path, chunk_size=150_000, batch_size=16)  # a handful of chunks: not one step for 2 x 16
     r = torchrun("kr", "train", *flags(c), timeout=120)
-    assert r.returncode != 0 and r.stderr.count("cannot give 2 process(es) one step") == 2, r.stderr[-2000:]
+    # every rank stops (torchrun's report lists the failed ranks); the one line comes from rank 0 alone
+    assert r.returncode != 0 and r.stderr.count("cannot give 2 process(es) one step") == 1, r.stderr[-2000:]
     assert not (tmp_path / "m.pt").exists()
 
 
