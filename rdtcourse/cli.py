@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 
 from .core import ConfigError, CheckpointError, RankError, RunInterrupted, add_job_args, job_config
-from .core import PRESETS_DIR, option_spellings
+from .core import PRESETS_DIR, atomic_write_text, option_spellings, read_text
 from . import data as rdata
 from .course import CourseConfig, run_course, TIERS
 from .results import check_report, check_run
 from . import training
 from . import rdt_train as rtrain
+from . import rdt_sudoku as sudoku
 from . import rqvae as rq
 from . import retrieval as ret
 from . import tow_sft
@@ -231,12 +232,37 @@ def _cmd_rdt_infer(args) -> int:
     return 0
 
 
+def _cmd_rdt_solve(args) -> int:
+    # every line is checked before the model is loaded or anything written: a bad line costs nothing
+    puzzles = sudoku.parse_grids(read_text(args.puzzles), source=args.puzzles)
+    model, settings = sudoku.load_solver(args.model, device=args.device)
+    if args.max_passes is not None:
+        settings["max_passes"] = args.max_passes
+    result = sudoku.solve(model, puzzles, **settings)
+    lines = "".join(sudoku.format_grid(g) + "\n" for g in result.grids)
+    if args.out:
+        atomic_write_text(Path(args.out), lines)  # the whole file or none of it
+    else:
+        sys.stdout.write(lines)
+    solved = sudoku.is_solved(result.grids, puzzles)
+    p = result.passes.float()
+    print(
+        f"solved {int(solved.sum())} of {len(puzzles)} puzzles ({solved.float().mean():.1%}); passes per puzzle: "
+        f"mean {p.mean():.1f}, min {int(p.min())}, max {int(p.max())}"
+        + (f"; grids written to {args.out}" if args.out else ""),
+        file=sys.stderr if not args.out else sys.stdout,
+    )
+    return 0
+
+
 _VERBS = {}  # (command, verb) -> its parser, for the guide's own command names (rdt-train, rdt-infer)
 
 
 def add_rdt_parser(sub) -> None:
     "`rdtcourse rdt train | infer` (chapter 6), also the guide's `rdt-train` and `rdt-infer`."
-    r = sub.add_parser("rdt", help="chapter 6: train RDT and denoise text with it (aliases: rdt-train, rdt-infer)")
+    r = sub.add_parser(
+        "rdt", help="chapter 6: train RDT, denoise text with it, solve Sudoku (aliases: rdt-train, rdt-infer)"
+    )
     rsub = r.add_subparsers(dest="verb", metavar="VERB", required=True)
     rt = rsub.add_parser(
         "train",
@@ -274,6 +300,25 @@ def add_rdt_parser(sub) -> None:
     _add_device(ri)
     ri.set_defaults(func=_cmd_rdt_infer)
     _VERBS["rdt", "infer"] = ri
+    rs = rsub.add_parser(
+        "solve",
+        help="solve Sudoku puzzles with the model 06_rdt_sudoku saved",
+        description=(
+            "Solve Sudoku puzzles, one per line (81 characters: digits 1-9, 0 or . for a blank), with the Sudoku RDT "
+            "that 06_rdt_sudoku saves to <out_dir>/model; one completed grid per line, then a summary."
+        ),
+    )
+    rs.add_argument("--model", required=True, help="the model folder 06_rdt_sudoku wrote (<out_dir>/model)")
+    rs.add_argument("--puzzles", required=True, help="a text file with one puzzle per line")
+    rs.add_argument("--out", default=None, help="write the grids here (default: print them)")
+    rs.add_argument(
+        *option_spellings("max_passes"),
+        type=POSITIVE,
+        default=None,
+        help="most passes per puzzle (default: the saved setting)",
+    )
+    _add_device(rs)
+    rs.set_defaults(func=_cmd_rdt_solve)
 
 # %% ../nbs/99_cli.ipynb #007e7ee5
 def _cmd_rqvae_train(args) -> int:
