@@ -164,6 +164,22 @@ CHAPTERS = [
         ],
     ),
     Chapter(
+        "06_rdt_sudoku",
+        "RDT on Sudoku: where recursion pays",
+        "the same RDT solving Sudoku pass by pass, its gate counting the steps, against one pass",
+        [
+            H(
+                "solved_recursive",
+                "held-out puzzles solved, recursion",
+                ci="solved_recursive_ci",
+                baseline="solved_one_pass",
+                baseline_label="one pass of the same model",
+                section="section 11",
+            ),
+            H("gate_rounds_corr", "gate's passes vs naked-singles rounds (correlation)", tol=0.05, section="section 11"),
+        ],
+    ),
+    Chapter(
         "07_rqvae",
         "RQ-VAE semantic IDs",
         "residual quantization with k-means init and dead-code restarts",

@@ -143,6 +143,18 @@ def make_props(root: Path) -> Path:
     empty.mkdir(exist_ok=True)
     for split in ("train", "validation", "test"):
         (empty / f"{split}.txt").write_text("")
+    from rdtcourse.rdt import RDTModelConfig
+    from rdtcourse.rdt_sudoku import save_solver, sudoku_rdt
+
+    cfg = RDTModelConfig(n_embd=16, n_head=2, n_encoder_layers=1, d_ff=32, attention_bias="none", input_injection=True)
+    save_solver(sudoku_rdt(cfg), props / "sudoku", {"confidence": 0.99, "max_passes": 3})  # untrained: enough here
+    (props / "evil_sudoku").mkdir(exist_ok=True)
+    torch.save({"model": _RunsCode(marker), "kind": "rdt-sudoku"}, props / "evil_sudoku" / "model.pt")
+    puzzle = "3.542.81.4879.15.6.29.5637485.793.416132.8957.74.6528.2413.9.655.867.192.965124.8"
+    (props / "sudoku_good.txt").write_text(puzzle + "\n")
+    (props / "sudoku_short.txt").write_text(puzzle + "\n" + puzzle[:-1] + "\n")
+    (props / "sudoku_letter.txt").write_text(puzzle[:4] + "x" + puzzle[5:] + "\n")
+    (props / "sudoku_clash.txt").write_text(puzzle + "\n\n" + "33" + puzzle[2:] + "\n")
     old = props / "old_sft" / "ckpt_step_3"  # an accelerate.save_state folder of an older version
     old.mkdir(parents=True, exist_ok=True)
     torch.save(_RunsCode(marker), old / "custom_checkpoint_0.pkl")

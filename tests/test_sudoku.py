@@ -31,8 +31,16 @@ SOLUTION = "36542781948793152612985637485279364161324895797416528324138976553867
 
 
 def tiny(layers=1):
-    cfg = RDTModelConfig(n_embd=16, n_head=2, n_encoder_layers=layers, d_ff=32, dropout=0.0, attention_bias="none",
-                         input_injection=True, gate_hidden_dim=8)
+    cfg = RDTModelConfig(
+        n_embd=16,
+        n_head=2,
+        n_encoder_layers=layers,
+        d_ff=32,
+        dropout=0.0,
+        attention_bias="none",
+        input_injection=True,
+        gate_hidden_dim=8,
+    )
     torch.manual_seed(0)
     return sudoku_rdt(cfg)
 
@@ -160,8 +168,20 @@ def test_the_command_solves_a_file(tmp_path, capsys):
     lines = out.splitlines()
     assert len(lines) == 2 and all(len(x) == 81 and x.isdigit() for x in lines)
     assert "of 2 puzzles" in err and "passes per puzzle" in err
-    code = main(["rdt", "solve", "--model", str(tmp_path / "m"), "--puzzles", str(tmp_path / "p.txt"),
-                 "--out", str(tmp_path / "o.txt"), "--max-passes", "2"])
+    code = main(
+        [
+            "rdt",
+            "solve",
+            "--model",
+            str(tmp_path / "m"),
+            "--puzzles",
+            str(tmp_path / "p.txt"),
+            "--out",
+            str(tmp_path / "o.txt"),
+            "--max-passes",
+            "2",
+        ]
+    )
     written = parse_grids((tmp_path / "o.txt").read_text(), check_rules=False)
     assert code == 0 and written.shape == (2, 81) and ((written == parse_grids(LINE)) | (parse_grids(LINE) == 0)).all()
     assert "grids written to" in capsys.readouterr().out
