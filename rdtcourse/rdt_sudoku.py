@@ -471,7 +471,7 @@ def grid_html(grid, puzzle, new=None, wrong=None, title: str = "") -> str:
     table = "<table style='border-collapse:collapse;border:2px solid #333;margin:2px'>" + "".join(cells) + "</table>"
     return f"<div style='display:inline-block;margin:4px;text-align:center'>{table}<small>{title}</small></div>"
 
-# %% ../nbs/06_rdt_sudoku.ipynb #f7d04dc4
+# %% ../nbs/06_rdt_sudoku.ipynb #85922bd2
 MODEL_FILE = "model.pt"  # what `save_solver` writes in its folder
 
 

@@ -176,7 +176,12 @@ CHAPTERS = [
                 baseline_label="one pass of the same model",
                 section="section 11",
             ),
-            H("gate_rounds_corr", "gate's passes vs naked-singles rounds (correlation)", tol=0.05, section="section 11"),
+            H(
+                "gate_rounds_corr",
+                "gate's passes vs naked-singles rounds (correlation)",
+                tol=0.05,
+                section="section 11",
+            ),
         ],
     ),
     Chapter(
