@@ -150,6 +150,8 @@ def make_props(root: Path) -> Path:
     save_solver(sudoku_rdt(cfg), props / "sudoku", {"confidence": 0.99, "max_passes": 3})  # untrained: enough here
     (props / "evil_sudoku").mkdir(exist_ok=True)
     torch.save({"model": _RunsCode(marker), "kind": "rdt-sudoku"}, props / "evil_sudoku" / "model.pt")
+    (props / "bad_sudoku").mkdir(exist_ok=True)
+    torch.save({"model": {}, "config": {"solver": {}}, "kind": "rdt-sudoku"}, props / "bad_sudoku" / "model.pt")
     puzzle = "3.542.81.4879.15.6.29.5637485.793.416132.8957.74.6528.2413.9.655.867.192.965124.8"
     (props / "sudoku_good.txt").write_text(puzzle + "\n")
     (props / "sudoku_short.txt").write_text(puzzle + "\n" + puzzle[:-1] + "\n")

@@ -77,6 +77,21 @@ def test_naked_singles_solve_a_known_puzzle_and_count_rounds():
     assert blanks == sorted(blanks, reverse=True) and blanks[-1] == 0 and len(blanks) == ns.rounds.item() + 1
 
 
+def test_a_multi_round_puzzle_loses_blanks_every_round():
+    g = random_grids(1, seed=7)
+    p = make_puzzles(g, 55, 55, seed=8)
+    ns = naked_singles(p, keep_states=True)
+    blanks = [int((s == BLANK).sum()) for s in ns.states[0]]
+    assert ns.rounds.item() >= 3 and len(blanks) == ns.rounds.item() + 1
+    assert all(a > b for a, b in zip(blanks, blanks[1:])) and blanks[-1] == 0
+
+
+def test_rule_breaks_counts_each_clashing_pair_once():
+    g = parse_grids(SOLUTION)
+    g[0, 1] = g[0, 0]  # a clash with cell 0 (row and box: one pair) and with that digit's cell in column 2
+    assert rule_breaks(g).item() == 2
+
+
 def test_the_reference_says_when_it_is_stuck():
     empty = torch.zeros(1, 81, dtype=torch.long)  # nothing given: no cell has a single candidate
     assert naked_singles(empty).rounds.tolist() == [-1]
@@ -135,8 +150,26 @@ def test_solve_keeps_givens_makes_progress_and_stops():
 def test_solve_in_slices_equals_solve_at_once():
     model = tiny()
     p = make_puzzles(random_grids(7, seed=5), 30, 40, seed=6)
-    a, b = solve(model, p, max_passes=5), solve(model, p, max_passes=5, batch_size=3)
-    assert (a.grids == b.grids).all() and (a.passes == b.passes).all()
+    kw = dict(max_passes=60, gate_threshold=None, keep_steps=True)  # stop when full: puzzles stop at different passes
+    a, b = solve(model, p, **kw), solve(model, p, batch_size=3, **kw)
+    assert len(set(a.passes.tolist())) > 1
+    assert (a.grids == b.grids).all() and (a.passes == b.passes).all() and (a.guesses == b.guesses).all()
+    assert torch.equal(a.gates.isnan(), b.gates.isnan()) and torch.allclose(a.gates.nan_to_num(), b.gates.nan_to_num())
+    assert len(a.history) == len(b.history) and all((x == y).all() for x, y in zip(a.history, b.history))
+
+
+def test_the_gate_stops_a_puzzle_and_its_blanks_are_filled():
+    model = tiny()
+    p = parse_grids(LINE)
+    r = solve(model, p, gate_threshold=1.0, max_passes=10)  # a gate below 1 always: stop at the first pass
+    assert r.passes.item() == 1 and (r.grids != BLANK).all() and r.gates.shape == (1, 1)
+
+
+@pytest.mark.parametrize("kw", [dict(carry=True), dict(objective="mlm"), dict(objective="puzzle")])
+def test_every_objective_trains(kw):
+    data = sudoku_splits(30, 1, 1, seed=0)["train"]
+    run = train_sudoku(tiny(), data, SudokuTrainConfig(steps=3, batch_size=8, **kw))
+    assert len(run["recon"]) == 3 and all(r > 0 for r in run["recon"])
 
 
 def test_training_along_the_rounds_lowers_the_loss():
@@ -158,6 +191,11 @@ def test_a_saved_solver_loads_and_a_stranger_is_refused(tmp_path):
     save_checkpoint(tmp_path / "other" / "model.pt", {"model": {}, "config": {}})
     with pytest.raises(CheckpointError, match="is not a Sudoku RDT"):
         load_solver(tmp_path / "other")
+    save_checkpoint(tmp_path / "bad" / "model.pt", {"model": {}, "config": {}, "kind": "rdt-sudoku"})
+    with pytest.raises(CheckpointError, match="is a damaged Sudoku RDT"):
+        load_solver(tmp_path / "bad")
+    with pytest.raises(ValueError, match="unknown solve settings"):
+        save_solver(model, tmp_path / "x", {"confidance": 0.9})
 
 
 def test_the_command_solves_a_file(tmp_path, capsys):
@@ -179,9 +217,10 @@ def test_the_command_solves_a_file(tmp_path, capsys):
             "--out",
             str(tmp_path / "o.txt"),
             "--max-passes",
-            "2",
+            "1",
         ]
     )
     written = parse_grids((tmp_path / "o.txt").read_text(), check_rules=False)
     assert code == 0 and written.shape == (2, 81) and ((written == parse_grids(LINE)) | (parse_grids(LINE) == 0)).all()
-    assert "grids written to" in capsys.readouterr().out
+    summary = capsys.readouterr().out
+    assert "grids written to" in summary and "max 1;" in summary  # --max-passes 1: one pass each
