@@ -235,10 +235,10 @@ def _cmd_rdt_infer(args) -> int:
 def _cmd_rdt_solve(args) -> int:
     # every line is checked before the model is loaded or anything written: a bad line costs nothing
     puzzles = sudoku.parse_grids(read_text(args.puzzles), source=args.puzzles)
-    model, settings = sudoku.load_solver(args.model, device=args.device)
+    model, _, settings = sudoku.load_solver(args.model, device=args.device)
     if args.max_passes is not None:
-        settings["max_passes"] = args.max_passes
-    result = sudoku.solve(model, puzzles, **settings)
+        settings.max_passes = args.max_passes
+    result = sudoku.solve(model, puzzles, **dataclasses.asdict(settings))
     lines = "".join(sudoku.format_grid(g) + "\n" for g in result.grids)
     if args.out:
         atomic_write_text(Path(args.out), lines)  # the whole file or none of it

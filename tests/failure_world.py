@@ -144,10 +144,10 @@ def make_props(root: Path) -> Path:
     for split in ("train", "validation", "test"):
         (empty / f"{split}.txt").write_text("")
     from rdtcourse.rdt import RDTModelConfig
-    from rdtcourse.rdt_sudoku import save_solver, sudoku_rdt
+    from rdtcourse.rdt_sudoku import SolverConfig, save_solver, sudoku_rdt
 
     cfg = RDTModelConfig(n_embd=16, n_head=2, n_encoder_layers=1, d_ff=32, attention_bias="none", input_injection=True)
-    save_solver(sudoku_rdt(cfg), props / "sudoku", {"confidence": 0.99, "max_passes": 3})  # untrained: enough here
+    save_solver(sudoku_rdt(cfg), props / "sudoku", SolverConfig(max_passes=3))  # untrained: enough here
     (props / "evil_sudoku").mkdir(exist_ok=True)
     torch.save({"model": _RunsCode(marker), "kind": "rdt-sudoku"}, props / "evil_sudoku" / "model.pt")
     (props / "bad_sudoku").mkdir(exist_ok=True)

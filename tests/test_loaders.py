@@ -21,6 +21,7 @@ MODEL_LOADERS = {
     "retrieval.load_retrieval",
     "tow_sft.load_finetuned",
     "ddp.load_kr_model",
+    "rdt_sudoku.load_solver",
 }
 OTHER_LOADERS = {  # data, configs, tokenizers and raw checkpoints: not a trained model with its config
     "core.load_checkpoint",
@@ -91,6 +92,16 @@ def test_gpt(tmp_path):
     train(cfg, bar=False)
     _, tok, saved = _shape(load_model(tmp_path / "run" / "best.pt"), GPT, TrainConfig)
     assert saved == cfg and len(tok) == 65
+
+
+def test_sudoku(tmp_path):
+    from rdtcourse.rdt import RDT, RDTModelConfig
+    from rdtcourse.rdt_sudoku import SolverConfig, load_solver, save_solver, sudoku_rdt
+
+    cfg = RDTModelConfig(n_embd=8, n_head=2, n_encoder_layers=1, d_ff=16, attention_bias="none")
+    save_solver(sudoku_rdt(cfg), tmp_path / "model", SolverConfig(confidence=0.9))
+    model, _, saved = _shape(load_solver(tmp_path / "model"), RDT, SolverConfig, tokenizer=False)
+    assert saved == SolverConfig(confidence=0.9) and model.config == cfg
 
 
 def test_rdt(tmp_path):

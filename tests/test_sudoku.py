@@ -1,10 +1,12 @@
 """Sudoku (chapter 6, part 3): the one-line format, the rules, the generator, the naked-singles reference, the solver's
 logic, saving a model and `rdtcourse rdt solve`."""
 
+from dataclasses import asdict
+
 import pytest
 import torch
 from rdtcourse.cli import main
-from rdtcourse.core import CheckpointError, save_checkpoint
+from rdtcourse.core import CheckpointError, load_checkpoint, save_checkpoint
 from rdtcourse.rdt import RDTModelConfig
 from rdtcourse.rdt_sudoku import (
     BLANK,
@@ -23,6 +25,7 @@ from rdtcourse.rdt_sudoku import (
     sudoku_rdt,
     sudoku_splits,
     train_sudoku,
+    SolverConfig,
     SudokuTrainConfig,
 )
 
@@ -183,23 +186,31 @@ def test_training_along_the_rounds_lowers_the_loss():
 
 def test_a_saved_solver_loads_and_a_stranger_is_refused(tmp_path):
     model = tiny(2)
-    save_solver(model, tmp_path / "m", {"confidence": 0.9, "max_passes": 5})
-    back, settings = load_solver(tmp_path / "m")
-    assert settings == {"confidence": 0.9, "max_passes": 5} and len(back.encoder) == 2
+    save_solver(model, tmp_path / "m", SolverConfig(confidence=0.9, max_passes=5))
+    back, _, settings = load_solver(tmp_path / "m")
+    assert settings == SolverConfig(confidence=0.9, max_passes=5) and len(back.encoder) == 2
     p = parse_grids(LINE)
-    assert (solve(back, p, **settings).grids == solve(model, p, **settings).grids).all()
+    kw = asdict(settings)
+    assert (solve(back, p, **kw).grids == solve(model, p, **kw).grids).all()
     save_checkpoint(tmp_path / "other" / "model.pt", {"model": {}, "config": {}})
     with pytest.raises(CheckpointError, match="is not a Sudoku RDT"):
         load_solver(tmp_path / "other")
     save_checkpoint(tmp_path / "bad" / "model.pt", {"model": {}, "config": {}, "kind": "rdt-sudoku"})
     with pytest.raises(CheckpointError, match="is a damaged Sudoku RDT"):
         load_solver(tmp_path / "bad")
-    with pytest.raises(ValueError, match="unknown solve settings"):
-        save_solver(model, tmp_path / "x", {"confidance": 0.9})
+    save_checkpoint(
+        tmp_path / "typo" / "model.pt",
+        {
+            **load_checkpoint(tmp_path / "m" / "model.pt"),
+            "config": {"model": asdict(model.config), "solver": {"confidence": "high"}},
+        },
+    )
+    with pytest.raises(CheckpointError, match="damaged Sudoku RDT.*confidence"):
+        load_solver(tmp_path / "typo")
 
 
 def test_the_command_solves_a_file(tmp_path, capsys):
-    save_solver(tiny(), tmp_path / "m", {"confidence": 0.99, "max_passes": 4})
+    save_solver(tiny(), tmp_path / "m", SolverConfig(max_passes=4))
     (tmp_path / "p.txt").write_text(LINE + "\n" + LINE.replace(".", "0") + "\n")
     assert main(["rdt", "solve", "--model", str(tmp_path / "m"), "--puzzles", str(tmp_path / "p.txt")]) == 0
     out, err = capsys.readouterr()
