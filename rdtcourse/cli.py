@@ -259,7 +259,7 @@ _VERBS = {}  # (command, verb) -> its parser, for the guide's own command names 
 
 
 def add_rdt_parser(sub) -> None:
-    "`rdtcourse rdt train | infer` (chapter 6), also the guide's `rdt-train` and `rdt-infer`."
+    "`rdtcourse rdt train | infer | solve` (chapter 6, solve: its Sudoku part); also `rdt-train` and `rdt-infer`."
     r = sub.add_parser(
         "rdt", help="chapter 6: train RDT, denoise text with it, solve Sudoku (aliases: rdt-train, rdt-infer)"
     )
