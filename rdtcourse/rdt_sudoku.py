@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .core import CheckpointError, config_from_dict, get_device, load_checkpoint, make_optimizer
 from .core import make_scheduler, progress, save_checkpoint, seed_everything
-from .rdt import RDT, RDTModelConfig
+from .rdt import RDT, RDTModelConfig, _random_ranks
 
 # %% ../nbs/06_rdt_sudoku.ipynb #4c4f3ee2
 BLANK = 0  # a blank cell in a grid, and the model's [MASK] id: digits 1-9 are their own token ids
@@ -322,7 +322,7 @@ def one_shot_loss(model: RDT, split: SudokuSplit, cfg: SudokuTrainConfig, gen: t
     y = split.grids[i]
     if cfg.objective == "mlm":
         share = torch.rand(len(i), 1, generator=gen)
-        hidden = torch.rand(len(i), 81, generator=gen).argsort(1).argsort(1) < (share * 81).ceil()
+        hidden = _random_ranks(len(i), 81, gen) < (share * 81).ceil()  # chapter 6's way of hiding n cells
         x = torch.where(hidden, BLANK, y)
     else:
         x = split.puzzles[i]
