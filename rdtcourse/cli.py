@@ -433,7 +433,7 @@ def _cmd_sft_base(args) -> int:
 
 def _cmd_sft_data(args) -> int:
     train_rows, val_rows, test_rows = tow_sft.make_tow_data(
-        args.train, args.test, args.test, args.max_steps, args.max_operand, seed=args.seed
+        args.train, args.test, args.test, args.max_steps, args.max_operand, seed=args.seed, thought=args.thought
     )
     out = Path(args.out_dir)
     for name, rows, kind in (
@@ -453,7 +453,7 @@ def _cmd_sft_train(args) -> int:
 
 def _cmd_sft_generate(args) -> int:
     model, tok, _ = tow_sft.load_finetuned(args.model)
-    prompt = args.prompt.replace("\\n", "\n")  # a typed \n is a newline, as in the training prompts ("...?\nAnswer:")
+    prompt = args.prompt.replace("\\n", "\n")  # a typed \n is a newline, as in the training prompts ("...?\nA:")
     print(tow_sft.generate_completions(model, tok, [prompt], args.max_new_tokens, show_thoughts=args.show_thoughts)[0])
     return 0
 
@@ -461,7 +461,7 @@ def _cmd_sft_generate(args) -> int:
 def _cmd_sft_eval(args) -> int:
     rows = tow_sft.read_jsonl(args.data, fields=("prompt", "answer"), ints=("answer",))
     model, tok, _ = tow_sft.load_finetuned(args.model)
-    ok, _ = tow_sft.answer_accuracy(model, tok, rows)
+    ok, completions = tow_sft.answer_accuracy(model, tok, rows)
     from rdtcourse.core import bootstrap_ci
 
     m, lo, hi = bootstrap_ci(ok)
@@ -469,6 +469,13 @@ def _cmd_sft_eval(args) -> int:
         f"{args.model} on {args.data}: exact match {m:.3f} [{lo:.3f}, {hi:.3f}] over {len(rows):,} problems "
         "(95% bootstrap)"
     )
+    if all(isinstance(r.get("steps"), int) for r in rows):  # the breakdown by step count, when the file has one
+        for s in sorted({r["steps"] for r in rows}):
+            hit = ok[[r["steps"] == s for r in rows]]
+            print(f"  {s} step(s): {hit.mean():.3f} over {len(hit):,}")
+    if all("operands" in r for r in rows) and any("<ToW>" in c for c in completions):
+        counts = tow_sft.error_breakdown(completions, rows)
+        print("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
 
 
@@ -476,7 +483,7 @@ def _cmd_sft_eval(args) -> int:
 SFT_TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(tow_sft.FlatArguments) if f.name != "optim")
 SFT_TRAIN_FLAGS += ("output_dir", "gradient_accumulation_steps", "num_train_epochs", "max_train_steps", "learning_rate")
 SFT_TRAIN_FLAGS += ("warmup_ratio", "weight_decay", "clip_grad_norm", "checkpointing_steps", "keep_last_n_checkpoints")
-SFT_TRAIN_FLAGS += ("stop_after_steps", "seed", "with_tracking", "logging_steps")
+SFT_TRAIN_FLAGS += ("stop_after_steps", "seed", "with_tracking", "logging_steps", "eval_interval", "beta2")
 _BASE = inspect.signature(tow_sft.make_base_model).parameters  # the defaults live in the function, once
 _DATA = inspect.signature(tow_sft.make_tow_data).parameters
 
@@ -528,6 +535,12 @@ def add_sft_parser(sub) -> None:
         help="largest number in a problem (default: %(default)s)",
     )
     sd.add_argument("--seed", type=COUNT, default=_DATA["seed"].default, help="generator seed (default: %(default)s)")
+    sd.add_argument(
+        "--thought",
+        choices=tuple(tow_sft.THOUGHT_FORMATS),
+        default=_DATA["thought"].default,
+        help="how a thought writes an operation: 9-4=5 or 9 - 4 = 5 (default: %(default)s)",
+    )
     sd.set_defaults(func=_cmd_sft_data)
     st = ssub.add_parser(
         "train",
@@ -538,7 +551,7 @@ def add_sft_parser(sub) -> None:
     st.set_defaults(func=_cmd_sft_train)
     sg = ssub.add_parser("generate", help="print a model's completion of a prompt")
     sg.add_argument("--model", required=True, help="a model folder (sft train's output_dir, or the base)")
-    sg.add_argument("--prompt", required=True, help="the prompt, e.g. 'Question: ... How many ...?\\nAnswer:'")
+    sg.add_argument("--prompt", required=True, help="the prompt, e.g. 'Q: ... How many ...?\\nA:'")
     sg.add_argument(
         *option_spellings("max_new_tokens"),
         type=POSITIVE,

@@ -14,13 +14,16 @@ from rdtcourse.tow_sft import (
     PromptBoundaryError,
     add_tow_tokens,
     encode_with_ToW,
+    error_breakdown,
     final_answer,
     generate_completions,
     load_model_and_tokenizer,
     make_base_model,
+    make_problem,
     make_tow_data,
     read_jsonl,
     strip_thoughts,
+    thought_error,
     token_loss_sum,
     train_sft,
     write_jsonl,
@@ -77,6 +80,35 @@ def test_held_out_problems_share_no_arithmetic_with_training():
     for r in train[:200]:
         assert final_answer(r["tow"]) == final_answer(r["plain"]) == r["answer"] >= 0
         assert strip_thoughts(r["tow"]).replace("  ", " ") == r["plain"]
+
+
+def test_thought_formats_write_the_same_computation():
+    import numpy as np
+
+    a, b = (make_problem(np.random.default_rng(3), 3, thought=t) for t in ("compact", "spaced"))
+    assert a["operands"] == b["operands"] and a["answer"] == b["answer"]
+    assert a["tow"].replace(" ", "") == b["tow"].replace(" ", "") and len(a["tow"]) < len(b["tow"])
+    with pytest.raises(ConfigError, match="thought='wordy'"):
+        make_problem(np.random.default_rng(3), 1, thought="wordy")
+
+
+def test_thought_error_names_the_first_wrong_operation():
+    ops, answer = [5, "+", 3, "-", 1], 7  # 5+3=8, 8-1=7
+    cases = {
+        "Ana has <ToW>5+3=8, 8-1=7</ToW> 7 apples.": "right",
+        "Ana has <ToW>5+3=8, 8-1=7</ToW> 8 apples.": "wrong copy",
+        "Ana has <ToW>5+3=9, 9-1=8</ToW> 8 apples.": "wrong arithmetic",
+        "Ana has <ToW>5+4=9, 9-1=8</ToW> 8 apples.": "misread operand",  # the second sentence's number
+        "Ana has <ToW>5+3=8, 7-1=6</ToW> 6 apples.": "misread operand",  # did not start from the last result
+        "Ana has <ToW>5 + 3 = 8</ToW> 8 apples.": "step missing or extra",  # the spaced form reads too
+        "Ana has <ToW>5+3=8, 8-1=7, 7+1=8</ToW> 8 apples.": "step missing or extra",
+        "Ana has 6 apples.": "no thought",
+        "Ana has <ToW>5+3=8, 8-1=": "step missing or extra",  # cut off: the second operation cannot be read
+    }
+    assert {c: thought_error(c, ops, answer) for c in cases} == cases
+    rows = [{"operands": ops, "answer": answer}] * len(cases)
+    counts = error_breakdown(list(cases), rows)
+    assert sum(counts.values()) == len(cases) and counts["right"] == 1 and counts["step missing or extra"] == 3
 
 
 def test_read_jsonl_names_the_missing_field(tmp_path):
@@ -171,6 +203,30 @@ def test_resume_ends_with_the_uninterrupted_weights_and_the_model_reloads(setup)
     assert generate_completions(model, tok, prompts, 12, batch_size=1) == generate_completions(model, tok, prompts, 12)
 
 
+def test_validation_picks_the_saved_model(setup):
+    out, _, files, _, _ = setup
+    args = _args(
+        setup,
+        "val",
+        max_train_steps=6,
+        validation_file=str(files["test"]),
+        eval_interval=2,
+        lr_scheduler_type="cosine",
+        keep_last_n_checkpoints=0,
+    )
+    s = train_sft(args, bar=False)
+    assert [st for st, _ in s["val_curve"]] == [2, 4, 6]
+    best = max(s["val_curve"], key=lambda p: p[1])  # the first of the best scores
+    assert s["best_step"] == best[0]
+    saved = _weights(out / "val")
+    chosen = load_checkpoint(out / "val" / f"ckpt_step_{best[0]}.pt")["model"]
+    assert all(torch.equal(saved[k], chosen[k]) for k in saved)
+    with pytest.raises(ConfigError, match="lr_scheduler_type='wobbly'"):
+        _args(setup, "x", lr_scheduler_type="wobbly")
+    with pytest.raises(ConfigError, match="eval_interval=2 is not used"):
+        _args(setup, "x", eval_interval=2)
+
+
 def test_keep_last_n_checkpoints(setup):
     train_sft(_args(setup, "keep", max_train_steps=6, checkpointing_steps=2, keep_last_n_checkpoints=2), bar=False)
     assert sorted(p.name for p in (setup[0] / "keep").glob("ckpt_step_*")) == ["ckpt_step_4.pt", "ckpt_step_6.pt"]
@@ -252,5 +308,7 @@ def test_cli_generate_and_eval(setup):
     out, base, files, _, test_rows = setup
     r = _cli("eval", "--model", str(base), "--data", str(files["test"]))
     assert r.returncode == 0 and "exact match" in r.stdout, r.stderr
+    steps = sorted({r["steps"] for r in test_rows})
+    assert all(f"  {s} step(s): " in r.stdout for s in steps), r.stdout
     r = _cli("generate", "--model", str(base), "--prompt", test_rows[0]["prompt"], "--max-new-tokens", "5")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
