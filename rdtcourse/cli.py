@@ -425,6 +425,14 @@ def add_retrieval_parser(sub) -> None:
     rrec.set_defaults(func=_cmd_retrieval_recommend)
 
 # %% ../nbs/99_cli.ipynb #53d9d75b
+def _weights(text: str) -> tuple:
+    "`1,2,3` -> (1.0, 2.0, 3.0), for argparse (a bad value is its one-line error)."
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers, e.g. 1,2,3") from None
+
+
 def _cmd_sft_base(args) -> int:
     hf = tow_sft.make_base_model(args.out_dir, steps=args.steps, vocab_size=args.vocab_size)
     print(f"wrote {hf}: a GPT-2 model folder with its tokenizer (AutoModelForCausalLM / AutoTokenizer load it)")
@@ -433,7 +441,14 @@ def _cmd_sft_base(args) -> int:
 
 def _cmd_sft_data(args) -> int:
     train_rows, val_rows, test_rows = tow_sft.make_tow_data(
-        args.train, args.test, args.test, args.max_steps, args.max_operand, seed=args.seed, thought=args.thought
+        args.train,
+        args.test,
+        args.test,
+        args.max_steps,
+        args.max_operand,
+        seed=args.seed,
+        thought=args.thought,
+        train_step_weights=args.train_step_weights,
     )
     out = Path(args.out_dir)
     for name, rows, kind in (
@@ -540,6 +555,12 @@ def add_sft_parser(sub) -> None:
         choices=tuple(tow_sft.THOUGHT_FORMATS),
         default=_DATA["thought"].default,
         help="how a thought writes an operation: 9-4=5 or 9 - 4 = 5 (default: %(default)s)",
+    )
+    sd.add_argument(
+        *option_spellings("train_step_weights"),
+        type=_weights,
+        default=None,
+        help="training problems per step count, as weights: 1,2,3 (default: equally often, as the held-out ones)",
     )
     sd.set_defaults(func=_cmd_sft_data)
     st = ssub.add_parser(

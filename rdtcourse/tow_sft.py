@@ -29,26 +29,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from rdtcourse.core import (
-    BEST_NAME,
-    CKPT_NAME,
-    Checkpointer,
-    ConfigError,
-    Distributed,
-    NullLogger,
-    OptimConfig,
-    RunFolder,
-)
-from .core import RunLogger, atomic_path, atomic_write_text, check_same_run, read_text
-from rdtcourse.core import (
-    config_dict,
-    config_from_dict,
-    load_checkpoint,
-    make_optimizer,
-    replace_config,
-    save_config,
-    seed_everything,
-)
+from .core import BEST_NAME, CKPT_NAME, Checkpointer, ConfigError, Distributed, NullLogger, OptimConfig
+from .core import RunFolder, RunLogger, atomic_path, atomic_write_text, check_same_run, read_text
+from .core import config_dict, config_from_dict, load_checkpoint, make_optimizer, replace_config, save_config
+from .core import seed_everything
 from .data import load_text
 from .tokenizer import encode_corpus, train_bpe
 from .gpt import export_hf
@@ -125,12 +109,17 @@ def make_tow_data(
     max_operand: int = 9,
     seed: int = 0,
     thought: str = "compact",
+    train_step_weights: tuple | None = None,
 ) -> tuple[list, list, list]:
-    """Training, validation and test problems with 1..max_steps steps (equally often). Each operand tuple belongs to
-    one split, so no held-out problem's numbers and operations ever appear in training; settings are chosen on the
-    validation problems, and the test problems are scored once."""
+    """Training, validation and test problems with 1..max_steps steps (equally often; in training, as often as
+    `train_step_weights` says, one weight per step count). Each operand tuple belongs to one split, so no held-out
+    problem's numbers and operations ever appear in training; settings are chosen on the validation problems, and
+    the test problems are scored once."""
     if max_steps < 1 or max_operand < 1:
         raise ConfigError(f"max_steps={max_steps} and max_operand={max_operand} must be at least 1")
+    w = train_step_weights
+    if w is not None and (len(w) != max_steps or min(w) < 0 or max(w) <= 0):
+        raise ConfigError(f"train_step_weights={w} must be {max_steps} non-negative weights, one per step count")
     rng = np.random.default_rng(seed)
     want = {"train": n_train, "val": n_val, "test": n_test}
     out = {k: [] for k in want}
@@ -138,6 +127,8 @@ def make_tow_data(
     while any(len(out[k]) < want[k] for k in want):
         p = make_problem(rng, int(rng.integers(1, max_steps + 1)), max_operand, thought)
         side = split_of(p["operands"])
+        if side == "train" and w is not None and rng.random() * max(w) >= w[p["steps"] - 1]:
+            continue  # kept with probability w[steps] / max(w): training step counts follow the weights
         if len(out[side]) < want[side]:
             out[side].append(p)
             idle = 0
@@ -711,9 +702,8 @@ def _train_sft(args, model, tokenizer, train_ds, val_rows, data_stats, dist, run
         opt.zero_grad(set_to_none=True)
         return float(accelerator.reduce(total, "sum") / n_global)  # the window's mean loss per target token
 
-    def save(
-        at: int, metrics=None
-    ):  # on every rank; fp16's loss scale too, so a resumed run scales as the straight one
+    # on every rank; fp16's loss scale too, so a resumed run scales as the straight one
+    def save(at: int, metrics=None):
         scaler = {"scaler": accelerator.scaler.state_dict()} if accelerator.scaler is not None else None
         return ck.save(accelerator.unwrap_model(model), opt, sched, step=at, config=args, metrics=metrics, extra=scaler)
 
@@ -730,7 +720,7 @@ def _train_sft(args, model, tokenizer, train_ds, val_rows, data_stats, dist, run
     def after_step():
         # after each optimizer step: validation and its checkpoint (best.pt follows the score), the numbered
         # checkpoint, and a clean stop on Ctrl-C or SIGTERM
-        scored = val_rows and (step % eval_every == 0 or step == max_steps)
+        scored = bool(val_rows) and (step % eval_every == 0 or step == max_steps)
         metrics = {VAL_METRIC: validate()} if scored else None
         saving = scored or (o.save_interval and step % o.save_interval == 0)
         if saving:

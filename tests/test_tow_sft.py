@@ -92,6 +92,17 @@ def test_thought_formats_write_the_same_computation():
         make_problem(np.random.default_rng(3), 1, thought="wordy")
 
 
+def test_training_step_weights_leave_the_held_out_splits_uniform():
+    from collections import Counter
+
+    train, _, test = make_tow_data(3000, 300, 300, max_steps=3, seed=0, train_step_weights=(1, 2, 3))
+    c, t = Counter(r["steps"] for r in train), Counter(r["steps"] for r in test)
+    assert c[1] < c[2] < c[3] and abs(c[3] / c[1] - 3) < 0.6  # about 1:2:3
+    assert max(t.values()) < 1.5 * min(t.values())  # held out: about equally often
+    with pytest.raises(ConfigError, match="train_step_weights"):
+        make_tow_data(10, 2, 2, max_steps=3, train_step_weights=(1, 2))
+
+
 def test_thought_error_names_the_first_wrong_operation():
     ops, answer = [5, "+", 3, "-", 1], 7  # 5+3=8, 8-1=7
     cases = {
