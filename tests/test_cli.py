@@ -111,7 +111,9 @@ def test_course_runs_reports_failures_and_gathers_metrics(tmp_path):
 from rdtcourse.cli import KR_TRAIN_FLAGS, SFT_TRAIN_FLAGS, config_of  # noqa: E402
 from rdtcourse.core import apply_aliases  # noqa: E402
 
-_STRINGS = {"arch": "ffn", "mode": "manual", "mixed_precision": "bf16"}
+_STRINGS = {"arch": "ffn", "mode": "manual", "mixed_precision": "bf16", "lr_scheduler_type": "cosine"}
+# sft flags that are refused without another one (an evaluation interval needs something to evaluate)
+_SFT_NEEDS = {"eval_interval": ["--validation_file", "val.jsonl"]}
 
 
 def _another(key: str, default):
@@ -146,5 +148,5 @@ def test_every_brief_flag_sets_its_config_key(verb, cls, flag):
     key = key[0] if not isinstance(key[1], dict) else f"{key[0]}.{next(iter(key[1]))}"
     new = _another(key, _value(job(), key))
     for spelling in {f"--{flag}", "--" + flag.replace("_", "-")}:  # the brief's spelling and the kebab-case one
-        cfg = config_of([verb, "train", spelling, str(new)])
+        cfg = config_of([verb, "train", spelling, str(new), *(_SFT_NEEDS.get(flag, []) if verb == "sft" else [])])
         assert _value(cfg, key) == new, (spelling, key)
