@@ -475,6 +475,13 @@ def _cmd_sft_generate(args) -> int:
 
 def _cmd_sft_eval(args) -> int:
     rows = tow_sft.read_jsonl(args.data, fields=("prompt", "answer"), ints=("answer",))
+    has_operands = all("operands" in r for r in rows)  # then the ToW error breakdown too: checked before scoring
+    bad = next((i for i, r in enumerate(rows, 1) if has_operands and not tow_sft.check_operands(r["operands"])), None)
+    if bad:
+        raise ConfigError(
+            f"{args.data}: row {bad} has operands={rows[bad - 1]['operands']!r}; expected a number, then pairs of "
+            "'+' or '-' and a number"
+        )
     model, tok, _ = tow_sft.load_finetuned(args.model)
     ok, completions = tow_sft.answer_accuracy(model, tok, rows)
     from rdtcourse.core import bootstrap_ci
@@ -488,7 +495,7 @@ def _cmd_sft_eval(args) -> int:
         for s in sorted({r["steps"] for r in rows}):
             hit = ok[[r["steps"] == s for r in rows]]
             print(f"  {s} step(s): {hit.mean():.3f} over {len(hit):,}")
-    if all("operands" in r for r in rows) and any("<ToW>" in c for c in completions):
+    if has_operands and any("<ToW>" in c for c in completions):
         counts = tow_sft.error_breakdown(completions, rows)
         print("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0

@@ -213,7 +213,8 @@ CHAPTERS = [
         "09_tow_sft",
         "ToW fine-tuning",
         "thought tokens fine-tuned into a Hugging Face model with `accelerate`",
-        # the two seeds of one learner run gave ToW 0.945 and 0.863, plain 0.323 and 0.198: a rerun moves within that
+        # the two seeds of one learner run gave ToW 0.945 and 0.863, plain 0.323 and 0.198: the tolerances allow for
+        # a rerun's seeds to differ that much
         [
             H(
                 "acc_tow",

@@ -13,6 +13,7 @@ from rdtcourse.tow_sft import (
     FlatArguments,
     PromptBoundaryError,
     add_tow_tokens,
+    check_operands,
     encode_with_ToW,
     error_breakdown,
     final_answer,
@@ -40,8 +41,9 @@ def setup(tmp_path_factory):
     base = make_base_model(
         out / "base", steps=20, vocab_size=400, n_layer=1, n_head=2, n_embd=32, block_size=128, bar=False
     )
-    train_rows, _, test_rows = make_tow_data(64, 16, 16, max_steps=2, seed=0)
+    train_rows, val_rows, test_rows = make_tow_data(64, 16, 16, max_steps=2, seed=0)
     files = {k: write_jsonl(train_rows, out / f"{k}.jsonl", k) for k in ("tow", "plain")}
+    files["val"] = write_jsonl(val_rows, out / "val.jsonl", "tow")
     files["test"] = write_jsonl(test_rows, out / "test.jsonl", "tow")
     return out, base, files, train_rows, test_rows
 
@@ -99,8 +101,12 @@ def test_training_step_weights_leave_the_held_out_splits_uniform():
     c, t = Counter(r["steps"] for r in train), Counter(r["steps"] for r in test)
     assert c[1] < c[2] < c[3] and abs(c[3] / c[1] - 3) < 0.6  # about 1:2:3
     assert max(t.values()) < 1.5 * min(t.values())  # held out: about equally often
-    with pytest.raises(ConfigError, match="train_step_weights"):
-        make_tow_data(10, 2, 2, max_steps=3, train_step_weights=(1, 2))
+    for bad in ((1, 2), (1, float("nan"), 1), (0, 0, 0)):
+        with pytest.raises(ConfigError, match="train_step_weights"):
+            make_tow_data(10, 2, 2, max_steps=3, train_step_weights=bad)
+    # the held-out problems do not depend on the training mix
+    _, _, same = make_tow_data(3000, 300, 300, max_steps=3, seed=0)
+    assert [r["prompt"] for r in same] == [r["prompt"] for r in test]
 
 
 def test_thought_error_names_the_first_wrong_operation():
@@ -117,6 +123,8 @@ def test_thought_error_names_the_first_wrong_operation():
         "Ana has <ToW>5+3=8, 8-1=": "step missing or extra",  # cut off: the second operation cannot be read
     }
     assert {c: thought_error(c, ops, answer) for c in cases} == cases
+    assert thought_error("Ana has <ToW>5+3=8</ToW> 8 apples.", [5], 5) == "step missing or extra"  # nothing to do
+    assert check_operands(ops) and not any(map(check_operands, ([5, "+"], [5, "*", 3], "5+3", [5, "+", True])))
     rows = [{"operands": ops, "answer": answer}] * len(cases)
     counts = error_breakdown(list(cases), rows)
     assert sum(counts.values()) == len(cases) and counts["right"] == 1 and counts["step missing or extra"] == 3
@@ -220,7 +228,7 @@ def test_validation_picks_the_saved_model(setup):
         setup,
         "val",
         max_train_steps=6,
-        validation_file=str(files["test"]),
+        validation_file=str(files["val"]),
         eval_interval=2,
         lr_scheduler_type="cosine",
         keep_last_n_checkpoints=0,
@@ -232,8 +240,13 @@ def test_validation_picks_the_saved_model(setup):
     saved = _weights(out / "val")
     chosen = load_checkpoint(out / "val" / f"ckpt_step_{best[0]}.pt")["model"]
     assert all(torch.equal(saved[k], chosen[k]) for k in saved)
-    with pytest.raises(ConfigError, match="lr_scheduler_type='wobbly'"):
-        _args(setup, "x", lr_scheduler_type="wobbly")
+    for bad in ("wobbly", "reduce_lr_on_plateau"):  # the second needs a metric get_scheduler is never given
+        with pytest.raises(ConfigError, match=f"lr_scheduler_type='{bad}'"):
+            _args(setup, "x", lr_scheduler_type=bad)
+    long = write_jsonl([{"prompt": "Q: " + "Ana has 5 apples. " * 60 + "\nA:", "answer": 5}], out / "long.jsonl")
+    with pytest.raises(ConfigError, match="has a prompt of"):  # refused before any step, and nothing written
+        train_sft(_args(setup, "long", validation_file=str(long)), bar=False)
+    assert not (out / "long").exists()
     with pytest.raises(ConfigError, match="eval_interval=2 is not used"):
         _args(setup, "x", eval_interval=2)
 
@@ -321,5 +334,19 @@ def test_cli_generate_and_eval(setup):
     assert r.returncode == 0 and "exact match" in r.stdout, r.stderr
     steps = sorted({r["steps"] for r in test_rows})
     assert all(f"  {s} step(s): " in r.stdout for s in steps), r.stdout
+    bad = write_jsonl([{"prompt": "Q: x?\nA:", "answer": 1, "operands": [1, "*", 2]}], out / "bad_ops.jsonl")
+    r = _cli("eval", "--model", str(base), "--data", str(bad))
+    assert r.returncode == 2 and "operands=[1, '*', 2]" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # the data command's options: the spaced form, and training step counts by weight
+    common = ("--train", "40", "--test", "8", "--max-steps", "2")
+    assert _cli("data", "--out-dir", str(out / "data2"), *common).returncode == 0
+    r = _cli("data", "--out-dir", str(out / "data3"), *common, "--thought", "spaced", "--train-step-weights", "0,1")
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(out / "data3" / "tow_train.jsonl")
+    assert all(row["steps"] == 2 and (" + " in row["completion"] or " - " in row["completion"]) for row in rows)
+    held_out = [[row["prompt"] for row in read_jsonl(out / d / "test.jsonl")] for d in ("data2", "data3")]
+    assert (
+        held_out[0] == held_out[1]
+    )  # the same test problems, whatever the training mix == (out / "data4" / "test.jsonl").read_text()
     r = _cli("generate", "--model", str(base), "--prompt", test_rows[0]["prompt"], "--max-new-tokens", "5")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
