@@ -213,17 +213,17 @@ CHAPTERS = [
         "09_tow_sft",
         "ToW fine-tuning",
         "thought tokens fine-tuned into a Hugging Face model with `accelerate`",
-        # the two seeds of one learner run gave ToW 0.945 and 0.863, plain 0.323 and 0.198: the tolerances allow for
-        # a rerun's seeds to differ that much
+        # two learner runs whose training problems differed only in the draw of the step mix gave ToW 0.904 and
+        # 0.784, plain 0.260 and 0.285: the tolerances allow for that
         [
             H(
                 "acc_tow",
                 "held-out exact match, ToW",
                 baseline="acc_plain",
                 baseline_label="plain fine-tuning",
-                tol=0.12,
+                tol=0.13,
             ),
-            H("tow_gain", "ToW minus plain", lo="tow_gain_lo", hi="tow_gain_hi", tol=0.09),
+            H("tow_gain", "ToW minus plain", lo="tow_gain_lo", hi="tow_gain_hi", tol=0.15),
         ],
     ),
     Chapter(
