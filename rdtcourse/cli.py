@@ -426,11 +426,8 @@ def add_retrieval_parser(sub) -> None:
 
 # %% ../nbs/99_cli.ipynb #53d9d75b
 def _weights(text: str) -> tuple:
-    "`1,2,3` -> (1.0, 2.0, 3.0), for argparse (a bad value is its one-line error)."
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers, e.g. 1,2,3") from None
+    "`1,2,3` -> (1.0, 2.0, 3.0), for argparse: each a finite number >= 0, checked (and refused) as `_number` does."
+    return tuple(map(_number(float, lo=0), text.split(",")))
 
 
 def _cmd_sft_base(args) -> int:
