@@ -329,8 +329,8 @@ def _cmd_rqvae_train(args) -> int:
     print(
         f"wrote {Path(cfg.optim.out_dir) / 'rqvae.pt'}: semantic IDs for {len(data.movies):,} movies; "
         "lowest codebook usage "
-        f"{usage:.1%}, {h['unique_prefix_share']:.1%} unique on {cfg.n_levels} codes, reconstruction R^2 "
-        f"{h['recon_r2']:.3f}"
+        f"{usage:.1%}, {h['unique_prefix_share']:.1%} unique on {cfg.n_levels} codes"
+        + (f", reconstruction R^2 {h['recon_r2']:.3f}" if "recon_r2" in h else " (RQ-KMeans: nothing trained)")
     )
     return 0
 
@@ -350,7 +350,7 @@ def add_rqvae_parser(sub) -> None:
 # %% ../nbs/99_cli.ipynb #c8086361
 def _cmd_retrieval_train(args) -> int:
     cfg = job_config(ret.RetrievalConfig, args)
-    if not Path(cfg.rqvae).exists():
+    if cfg.ids == "rqvae" and not Path(cfg.rqvae).exists():
         raise FileNotFoundError(
             f"semantic IDs {cfg.rqvae!r} do not exist; run `rdtcourse rqvae train` first or --set rqvae=PATH"
         )

@@ -17,6 +17,7 @@ from rdtcourse.retrieval import (
     RetrievalConfig,
     SASRec,
     beam_search,
+    collaborative_features,
     evaluate_split,
     item_tokens,
     load_retrieval,
@@ -25,6 +26,7 @@ from rdtcourse.retrieval import (
     popularity_ranking,
     rank_metrics,
     recommend,
+    semantic_ids,
     train_retrieval,
 )
 
@@ -153,6 +155,7 @@ def small(tmp_path_factory):
     movies, ratings = movielens_tables()
     seq = MovieLensSeqData.from_ratings(ratings, movie_data, max_seq_len=12, max_users=60)
     base = dict(
+        ids="rqvae",
         rqvae=str(out / "rqvae" / "rqvae.pt"),
         cache_dir=str(out / "cache"),
         max_items=300,
@@ -249,7 +252,7 @@ def test_code_embeddings_start_at_the_rqvae_codebooks(small):
 
     cb = tokenizer.quantizer.codebooks.detach()  # (3 levels, 8 codes, 8 dims)
     torch.manual_seed(0)
-    m = build_model(R(**base), tokenizer, seq.n_items)
+    m = build_model(R(**{**base, "init_codes": "rqvae"}), tokenizer, seq.n_items)
     w = m.tok_emb.weight.view(m.L, m.K, -1)
     assert torch.allclose(w[:3, :8, :8], cb / cb.std() * 0.02)  # every level's codes, rescaled
     torch.manual_seed(0)
@@ -257,7 +260,7 @@ def test_code_embeddings_start_at_the_rqvae_codebooks(small):
     assert torch.equal(w[3], r.tok_emb.weight.view(r.L, r.K, -1)[3])  # the collision digit keeps the usual init
     assert not torch.allclose(r.tok_emb.weight.view(r.L, r.K, -1)[:3, :8, :8], w[:3, :8, :8])
     with pytest.raises(ConfigError, match="embedding_dim=4"):
-        build_model(R(**{**base, "embedding_dim": 4}), tokenizer, seq.n_items)
+        build_model(R(**{**base, "embedding_dim": 4, "init_codes": "rqvae"}), tokenizer, seq.n_items)
 
 
 def test_popularity_never_recommends_seen_items(small):
@@ -276,6 +279,10 @@ def test_config_errors_name_the_key():
         RetrievalConfig(dataset="ml-20m")
     with pytest.raises(ConfigError, match="init_codes='zeros'"):
         RetrievalConfig(init_codes="zeros")
+    with pytest.raises(ConfigError, match="ids='titles'"):
+        RetrievalConfig(ids="titles")
+    with pytest.raises(ConfigError, match="codebook_size=1"):
+        RetrievalConfig(codebook_size=1)
 
 
 def test_cli_recommend_eval_and_errors(small):
@@ -303,6 +310,54 @@ def test_cli_recommend_eval_and_errors(small):
     )
     assert r.returncode == 2 and "not a checkpoint written by" in r.stderr
     r = subprocess.run(
-        [CLI, "retrieval", "train", "--set", "rqvae=/nonexistent/rqvae.pt"], capture_output=True, text=True
+        [CLI, "retrieval", "train", "--set", "ids=rqvae", "--set", "rqvae=/nonexistent/rqvae.pt"],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2 and "rqvae train" in r.stderr
+
+
+def test_collaborative_features_use_the_training_histories_only():
+    hist = [np.array([0, 1, 2, 5]), np.array([1, 2, 3, 4]), np.array([0, 2, 3, 6])]
+    train = [h[:-2] for h in hist]  # [0, 1], [1, 2], [0, 2]: items 3 to 6 are held out only
+    f = collaborative_features(train, 7, dim=2)
+    assert f.shape == (7, 2) and torch.equal(f[3:], torch.zeros(4, 2))  # never rated in training: zeros
+    assert torch.allclose(f[:3].norm(dim=1), torch.ones(3))
+    changed = [np.concatenate([h[:-2], [6, 6]]) for h in hist]  # other held-out items, the same training part
+    assert torch.equal(collaborative_features([h[:-2] for h in changed], 7, 2), f)
+
+
+def test_semantic_ids_are_rebuilt_exactly_and_differ_by_kind(small):
+    _, (movie_data, seq, tokenizer), base = small
+    cfg = {k: R(**{**base, "ids": k, "codebook_size": 8}) for k in ("collaborative", "random")}
+    built = {k: semantic_ids(c, movie_data, seq) for k, c in cfg.items()}
+    for k, tok in built.items():
+        assert torch.equal(semantic_ids(cfg[k], movie_data, seq).corpus_ids, tok.corpus_ids)  # same config, same IDs
+        assert len(set(map(tuple, tok.corpus_ids.tolist()))) == seq.n_items and tok.corpus_ids[:, :3].max() < 8
+    assert not torch.equal(built["collaborative"].corpus_ids, built["random"].corpus_ids)
+    assert torch.equal(semantic_ids(R(**base), movie_data, seq).corpus_ids, tokenizer.corpus_ids)  # ids=rqvae: the file
+
+
+def test_recommend_works_from_another_folder(small, tmp_path):
+    """The config stores the RQ-VAE path relative to where training ran; the checkpoint also stores it relative to
+    itself, so eval and recommend find it from any working folder."""
+    out, (movie_data, seq, tokenizer), base = small
+    rel = dict(base, rqvae="rqvae/rqvae.pt", iterations=4, out_dir="rel")
+    subprocess.run(  # train from `out`, with a relative rqvae path
+        [CLI, "retrieval", "train", *sum((["--set", f"{k}={v}"] for k, v in rel.items()), [])],
+        cwd=out,
+        check=True,
+        capture_output=True,
+    )
+    r = subprocess.run(
+        [CLI, "retrieval", "recommend", "--checkpoint", str(out / "rel" / "best.pt"), "--user", str(seq.users[0])],
+        cwd=tmp_path,  # another folder: rqvae/rqvae.pt does not exist here
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    titles = set(movie_data.movies.title)
+    recs = [l.split(". ", 1)[1] for l in r.stdout.splitlines() if l.strip()[:2].rstrip(".").isdigit()]
+    assert len(recs) == 10 and set(recs) <= titles
+    seen = set(movie_data.movies.title.iloc[seq.histories[0]])
+    assert not set(recs) & seen  # ten movies the user has not rated

@@ -16,7 +16,7 @@ from rdtcourse.rqvae import (
     rotate_to,
     train_rqvae,
 )
-from rdtcourse.core import CheckpointError, replace_config
+from rdtcourse.core import CheckpointError, ConfigError, replace_config
 
 
 def test_quantizer_shapes_and_straight_through():
@@ -162,3 +162,22 @@ def test_cli_trains_and_refuses_a_model_it_cannot_load(tmp_path):
     )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "someone/not-here" in r.stderr
     assert not (tmp_path / "bad").exists()  # nothing half-written
+
+
+def test_rqkmeans_tokenizer_saves_and_loads_like_an_rqvae(tmp_path, small):
+    cfg, _, data, _ = small
+    km = replace_config(cfg, quantizer="rqkmeans", out_dir=str(tmp_path / "km"))
+    model, _, history = train_rqvae(km, data, bar=False)
+    assert history[-1]["step"] == 0 and min(history[-1][f"usage_{l}"] for l in range(3)) > 0.9
+    again, _, saved = load_rqvae(tmp_path / "km" / "rqvae.pt", data)
+    assert saved.quantizer == "rqkmeans" and torch.equal(again.corpus_ids, model.corpus_ids)
+    assert torch.equal(again.encode(data.features), model.corpus_ids[:, :3])  # identity encoder: codes of the features
+    with pytest.raises(ConfigError, match="quantizer='vq'"):
+        RQVAEConfig(quantizer="vq")
+
+
+def test_reconstruction_loss_is_summed_over_features(small):
+    _, model, data, _ = small
+    x = data.features[:32]
+    out = model(x)
+    torch.testing.assert_close(out.recon_loss, ((out.recon - x) ** 2).sum(1).mean())
