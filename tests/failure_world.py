@@ -36,7 +36,8 @@ RQVAE = (
     " --set codebook_size=8 --set steps=30 --set batch_size=64 --set log_every=30"
 )
 RETRIEVAL = (
-    "retrieval train --set rqvae=rqvae/rqvae.pt --set cache_dir=cache --set max_items=300 --set max_users=60"
+    "retrieval train --set ids=rqvae --set rqvae=rqvae/rqvae.pt --set cache_dir=cache --set max_items=300"
+    " --set max_users=60"
     " --set max_seq_len=12 --set embedding_dim=8 --set n_embd=16 --set n_head=2 --set n_layer=1 --set batch_size=8"
     " --set warmup_steps=2 --set eval_every=4 --set iterations=8 --set tensorboard=false"
 )
