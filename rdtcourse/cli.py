@@ -359,7 +359,7 @@ def _cmd_retrieval_train(args) -> int:
 
 
 def _cmd_retrieval_eval(args) -> int:
-    data = ret.load_retrieval_data(ret.read_retrieval_config(args.checkpoint, args.rqvae))
+    data = ret.load_retrieval_data(ret.read_retrieval_config(args.checkpoint, args.rqvae), checkpoint=args.checkpoint)
     model, tokenizer, cfg = ret.load_retrieval(args.checkpoint, data=data)
     seq = data[1]
     r = ret.evaluate_split(model, tokenizer, seq, args.split, args.beam_width or cfg.beam_width)
@@ -375,7 +375,8 @@ def _cmd_retrieval_eval(args) -> int:
 
 
 def _cmd_retrieval_recommend(args) -> int:
-    movies, seq, _ = data = ret.load_retrieval_data(ret.read_retrieval_config(args.checkpoint, args.rqvae))
+    data = ret.load_retrieval_data(ret.read_retrieval_config(args.checkpoint, args.rqvae), checkpoint=args.checkpoint)
+    movies, seq, _ = data
     model, tokenizer, cfg = ret.load_retrieval(args.checkpoint, data=data)
     history = seq.seen(seq.row_of(args.user), "all")  # every movie the user rated, oldest first
     recs = ret.recommend(model, tokenizer, history, args.top, cfg.beam_width, include_seen=args.include_seen)

@@ -196,7 +196,7 @@ CHAPTERS = [
                 baseline_label="without the fixes",
                 tol=0.03,
             ),
-            H("usage_min_over_seeds", "codebook usage, worst level of 3 seeds", tol=0.03),
+            H("usage_min_over_seeds", "codebook usage, worst level over the seeds", tol=0.03),
             H("unique_prefix_share", "movies unique on 3 codes", tol=0.03),
         ],
     ),

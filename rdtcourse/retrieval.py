@@ -599,11 +599,12 @@ class RetrievalConfig:
             raise ConfigError(f"model={self.model!r} must be 'tiger' or 'sasrec'")
         if self.ids not in ID_KINDS:
             raise ConfigError(f"ids={self.ids!r} must be one of {', '.join(ID_KINDS)}")
-        if self.codebook_size < 2 or self.collab_dim < 1 or not self.content_weight >= 0:
-            raise ConfigError(
-                f"codebook_size={self.codebook_size}, collab_dim={self.collab_dim}, "
-                f"content_weight={self.content_weight}: expected at least 2 codes, 1 dimension and a weight >= 0"
-            )
+        if self.codebook_size < 2:
+            raise ConfigError(f"codebook_size={self.codebook_size} must be at least 2 codes a level")
+        if self.collab_dim < 1:
+            raise ConfigError(f"collab_dim={self.collab_dim} must be at least 1")
+        if not self.content_weight >= 0:  # NaN too
+            raise ConfigError(f"content_weight={self.content_weight} must be a number >= 0")
         if self.init_codes not in ("rqvae", "random"):
             raise ConfigError(f"init_codes={self.init_codes!r} must be 'rqvae' or 'random'")
         if self.dataset not in DATASETS:
@@ -624,13 +625,22 @@ class RetrievalConfig:
             raise ConfigError(f"max_seq_len={self.max_seq_len} must be >= 2 (a context and a target)")
 
 
-def load_retrieval_data(cfg: RetrievalConfig, movie_data: MovieLensMovieData | None = None):
-    "(movie data, sequences, RQ-VAE) for a config: the RQ-VAE must have been trained on these movies and encoder."
+def load_retrieval_data(cfg: RetrievalConfig, movie_data: MovieLensMovieData | None = None, checkpoint=None):
+    """(movie data, sequences, semantic-ID tokenizer) for a config. With `checkpoint`, IDs built from a config
+    (collaborative, random) are the ones stored in it, not rebuilt: k-means on another CPU may settle differently, and
+    a checkpoint must rank with the IDs it was trained on. Chapter 7's IDs come from their file (`cfg.rqvae`), which
+    must hold an RQ-VAE trained on these movies and encoder."""
     movies, ratings = movielens_tables(cfg.dataset, cfg.cache_dir)
     movie_data = movie_data or MovieLensMovieData.load(
         cfg.embed_model, cfg.cache_dir, cfg.max_items or None, movies=movies
     )
     seq = MovieLensSeqData.from_ratings(ratings, movie_data, cfg.max_seq_len, cfg.max_users)
+    stored = load_checkpoint(checkpoint).get("extra", {}).get("semantic_ids") if checkpoint else None
+    if stored:
+        tokenizer = SemanticIdTokenizer(**stored["config"])
+        tokenizer.corpus_ids = torch.zeros_like(stored["state"]["corpus_ids"])  # sized like the saved one
+        tokenizer.load_state_dict(stored["state"])
+        return movie_data, seq, tokenizer.eval()
     return movie_data, seq, semantic_ids(cfg, movie_data, seq)
 
 
@@ -723,23 +733,25 @@ def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool
     o = cfg.optim
     get_device(o.device)  # a device this machine lacks fails here, before anything is written
     seed_everything(o.seed)
-    movie_data, seq, tokenizer = data or load_retrieval_data(cfg)
+    out = Path(o.out_dir)
+    ck = Checkpointer(out, keep_last=o.keep_last, metric="val_recall_10", mode="max")
+    checkpoint = checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in out_dir
+    movie_data, seq, tokenizer = data or load_retrieval_data(cfg, checkpoint=checkpoint)
     cpu = o.device == "cpu" or (o.device == "auto" and not torch.cuda.is_available())
     accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision)
     model = build_model(cfg, tokenizer, seq.n_items)
     # the brief's AdamW decays every parameter, biases and norms too
     opt = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), decay="all")
     sched = make_scheduler(opt, o.warmup(o.max_steps), o.max_steps, o.final_lr(), o.lr)
-    out = Path(o.out_dir)
-    ck = Checkpointer(out, keep_last=o.keep_last, metric="val_recall_10", mode="max")
     meta = _checkpoint_meta(cfg, tokenizer, seq.n_items)
-    step, checkpoint = 0, checkpoint or ck.latest()  # the one resume rule: --checkpoint, else the newest in out_dir
+    step = 0
     if checkpoint:
         state = load_checkpoint(checkpoint)
         check_same_run(checkpoint, state.get("config"), cfg, free=("cache_dir",))
         if state.get("extra", {}).get("meta") != meta:  # the same settings, but the RQ-VAE's file was retrained
+            now = cfg.rqvae if cfg.ids == "rqvae" else f"ids={cfg.ids} gives"
             raise ConfigError(
-                f"checkpoint {checkpoint} was trained on other semantic IDs than {cfg.rqvae!r} holds now; "
+                f"checkpoint {checkpoint} was trained on other semantic IDs than {now!r} holds now; "
                 "add --fresh to start over, or use another out_dir"
             )
         ck.resume(model, opt, sched, path=checkpoint, state=state)
@@ -756,6 +768,8 @@ def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool
     extra = {"meta": meta, "arch": accelerator.unwrap_model(model).config}
     if cfg.ids == "rqvae":  # where the IDs are, seen from the checkpoint: found again from any working folder
         extra["rqvae_from_checkpoint"] = os.path.relpath(Path(cfg.rqvae).resolve(), out.resolve())
+    else:  # IDs built from the config travel inside the checkpoint (see load_retrieval_data)
+        extra["semantic_ids"] = {"config": tokenizer.config, "state": tokenizer.state_dict()}
     last_val, t0 = {}, time.time()
     with RunLogger(
         out,
@@ -836,8 +850,8 @@ def _train_retrieval(cfg: RetrievalConfig, run: RunFolder, checkpoint, bar: bool
 # %% ../nbs/08_retrieval.ipynb #ff8b9847
 def read_retrieval_config(checkpoint, rqvae: str | None = None) -> RetrievalConfig:
     """The config a checkpoint of `train_retrieval` was trained with (`rqvae`: its semantic IDs are elsewhere now).
-    The config's `rqvae` path is relative to the folder training ran from; when it does not exist from here, the
-    path the checkpoint stored relative to itself is used, so eval and recommend work from any folder."""
+    The config's `rqvae` path is relative to the folder training ran from, so the path the checkpoint stored relative
+    to itself is used when that file exists: eval and recommend work from any folder."""
     state = load_checkpoint(checkpoint)
     extra = state.get("extra", {})
     if "meta" not in extra:
@@ -845,11 +859,14 @@ def read_retrieval_config(checkpoint, rqvae: str | None = None) -> RetrievalConf
     cfg = config_from_dict(RetrievalConfig, state["config"], source=str(checkpoint))  # older spellings via ALIASES
     if "ids" not in state["config"]:  # written before there was a choice: chapter 7's IDs were the only ones
         cfg = replace_config(cfg, ids="rqvae")
+    if rqvae and cfg.ids != "rqvae":
+        raise ConfigError(f"rqvae={rqvae!r}: {checkpoint} was trained on ids={cfg.ids}, which it holds itself")
     if rqvae:
         return replace_config(cfg, rqvae=rqvae)
-    beside = Path(checkpoint).parent / extra.get("rqvae_from_checkpoint", cfg.rqvae)
-    if cfg.ids == "rqvae" and not Path(cfg.rqvae).exists() and beside.exists():
-        return replace_config(cfg, rqvae=str(beside))
+    if cfg.ids == "rqvae" and "rqvae_from_checkpoint" in extra:  # the file the checkpoint knows, from any folder
+        beside = Path(checkpoint).parent / extra["rqvae_from_checkpoint"]
+        if beside.exists():
+            return replace_config(cfg, rqvae=str(beside))
     return cfg
 
 
@@ -859,7 +876,7 @@ def load_retrieval(checkpoint, data=None, rqvae: str | None = None):
     checkpoint whose items or semantic IDs differ from the data it is asked to rank is refused."""
     cfg = read_retrieval_config(checkpoint, rqvae)
     state = load_checkpoint(checkpoint)
-    data = data or load_retrieval_data(cfg)
+    data = data or load_retrieval_data(cfg, checkpoint=checkpoint)
     if state["extra"]["meta"] != _checkpoint_meta(cfg, data[2], data[1].n_items):
         raise CheckpointError(
             f"{checkpoint} was trained on {state['extra']['meta']['dataset']} with other semantic IDs "

@@ -175,7 +175,9 @@ def test_a_killed_rqvae_run_keeps_the_old_ids_and_the_same_command_gives_the_sam
     shutil.copytree(world / "rq_straight", world / "rq_killed")
     old = (world / "rq_killed" / "rqvae.pt").read_bytes()
     p = _cli(world, command.replace("steps=3000", "steps=300000"), "rq_killed", "rq_killed.log")  # a longer run
-    time.sleep(3)
+    deadline = time.monotonic() + 120
+    while "rqvae:" not in (world / "rq_killed.log").read_text() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until its progress bar shows it training (a loaded machine starts Python slowly)
     p.send_signal(signal.SIGKILL)
     assert p.wait() == -signal.SIGKILL
     assert (world / "rq_killed" / "rqvae.pt").read_bytes() == old  # the trained IDs are still there, whole

@@ -25,6 +25,7 @@ from rdtcourse.retrieval import (
     next_token_targets,
     popularity_ranking,
     rank_metrics,
+    read_retrieval_config,
     recommend,
     semantic_ids,
     train_retrieval,
@@ -283,6 +284,10 @@ def test_config_errors_name_the_key():
         RetrievalConfig(ids="titles")
     with pytest.raises(ConfigError, match="codebook_size=1"):
         RetrievalConfig(codebook_size=1)
+    with pytest.raises(ConfigError, match="collab_dim=0"):
+        RetrievalConfig(collab_dim=0)
+    with pytest.raises(ConfigError, match="content_weight=nan"):
+        RetrievalConfig(content_weight=float("nan"))
 
 
 def test_cli_recommend_eval_and_errors(small):
@@ -317,14 +322,23 @@ def test_cli_recommend_eval_and_errors(small):
     assert r.returncode == 2 and "rqvae train" in r.stderr
 
 
-def test_collaborative_features_use_the_training_histories_only():
+def test_collaborative_features_use_the_training_histories_only(small):
     hist = [np.array([0, 1, 2, 5]), np.array([1, 2, 3, 4]), np.array([0, 2, 3, 6])]
-    train = [h[:-2] for h in hist]  # [0, 1], [1, 2], [0, 2]: items 3 to 6 are held out only
-    f = collaborative_features(train, 7, dim=2)
+    f = collaborative_features([h[:-2] for h in hist], 7, dim=2)  # [0, 1], [1, 2], [0, 2]: items 3 to 6 held out
     assert f.shape == (7, 2) and torch.equal(f[3:], torch.zeros(4, 2))  # never rated in training: zeros
     assert torch.allclose(f[:3].norm(dim=1), torch.ones(3))
-    changed = [np.concatenate([h[:-2], [6, 6]]) for h in hist]  # other held-out items, the same training part
-    assert torch.equal(collaborative_features([h[:-2] for h in changed], 7, 2), f)
+    # the IDs built from a config ignore every user's validation and test items: change them all, same IDs
+    _, (movie_data, seq, _), base = small
+    cfg = R(**{**base, "ids": "collaborative", "codebook_size": 8})
+    rng = np.random.default_rng(0)
+    other = MovieLensSeqData(
+        seq.users,
+        [np.concatenate([h[:-2], rng.integers(0, seq.n_items, 2)]) for h in seq.histories],
+        seq.n_items,
+        seq.max_seq_len,
+    )
+    assert not all(np.array_equal(a, b) for a, b in zip(seq.histories, other.histories))
+    assert torch.equal(semantic_ids(cfg, movie_data, other).corpus_ids, semantic_ids(cfg, movie_data, seq).corpus_ids)
 
 
 def test_semantic_ids_are_rebuilt_exactly_and_differ_by_kind(small):
@@ -338,26 +352,47 @@ def test_semantic_ids_are_rebuilt_exactly_and_differ_by_kind(small):
     assert torch.equal(semantic_ids(R(**base), movie_data, seq).corpus_ids, tokenizer.corpus_ids)  # ids=rqvae: the file
 
 
-def test_recommend_works_from_another_folder(small, tmp_path):
-    """The config stores the RQ-VAE path relative to where training ran; the checkpoint also stores it relative to
-    itself, so eval and recommend find it from any working folder."""
-    out, (movie_data, seq, tokenizer), base = small
-    rel = dict(base, rqvae="rqvae/rqvae.pt", iterations=4, out_dir="rel")
-    subprocess.run(  # train from `out`, with a relative rqvae path
-        [CLI, "retrieval", "train", *sum((["--set", f"{k}={v}"] for k, v in rel.items()), [])],
-        cwd=out,
-        check=True,
-        capture_output=True,
-    )
+def _train_cli(cwd, **settings):
+    args = sum((["--set", f"{k}={v}"] for k, v in settings.items()), [])
+    r = subprocess.run([CLI, "retrieval", "train", *args], cwd=cwd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _recommend_cli(checkpoint, user, cwd):
+    "The CLI's ten recommendations (titles), run from `cwd`."
     r = subprocess.run(
-        [CLI, "retrieval", "recommend", "--checkpoint", str(out / "rel" / "best.pt"), "--user", str(seq.users[0])],
-        cwd=tmp_path,  # another folder: rqvae/rqvae.pt does not exist here
+        [CLI, "retrieval", "recommend", "--checkpoint", str(checkpoint), "--user", str(user)],
+        cwd=cwd,
         capture_output=True,
         text=True,
     )
     assert r.returncode == 0, r.stderr
-    titles = set(movie_data.movies.title)
-    recs = [l.split(". ", 1)[1] for l in r.stdout.splitlines() if l.strip()[:2].rstrip(".").isdigit()]
-    assert len(recs) == 10 and set(recs) <= titles
-    seen = set(movie_data.movies.title.iloc[seq.histories[0]])
-    assert not set(recs) & seen  # ten movies the user has not rated
+    return [l.split(". ", 1)[1] for l in r.stdout.splitlines() if l.strip()[:2].rstrip(".").isdigit()]
+
+
+def test_recommend_works_from_another_folder(small, tmp_path):
+    """Chapter 7's IDs: the config stores the RQ-VAE path relative to where training ran, the checkpoint also stores
+    it relative to itself, so recommend finds it from any folder. Collaborative IDs (the default) travel inside the
+    checkpoint. Either way: ten real titles the user has not rated."""
+    out, (movie_data, seq, _), base = small
+    _train_cli(out, **dict(base, rqvae="rqvae/rqvae.pt", iterations=4, out_dir="rel"))
+    collab = {k: v for k, v in base.items() if k not in ("ids", "rqvae")}
+    _train_cli(out, **dict(collab, codebook_size=8, iterations=4, out_dir="collab"))
+    titles, seen = set(movie_data.movies.title), set(movie_data.movies.title.iloc[seq.histories[0]])
+    for run in ("rel", "collab"):
+        recs = _recommend_cli(out / run / "best.pt", seq.users[0], cwd=tmp_path)  # rqvae/rqvae.pt is not here
+        assert len(recs) == 10 and set(recs) <= titles and not set(recs) & seen, (run, recs)
+    r = subprocess.run(
+        [CLI, "retrieval", "eval", "--checkpoint", str(out / "collab" / "best.pt"), "--rqvae", "x.pt"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "ids=collaborative" in r.stderr  # a file it would not use is refused
+
+
+def test_checkpoint_from_before_the_choice_of_ids_reads_as_chapter_7s(small, tmp_path):
+    out, _, _ = small
+    state = torch.load(out / "a" / "best.pt", weights_only=True)
+    del state["config"]["ids"]
+    torch.save(state, tmp_path / "old.pt")
+    assert read_retrieval_config(tmp_path / "old.pt").ids == "rqvae"

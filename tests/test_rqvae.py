@@ -181,3 +181,15 @@ def test_reconstruction_loss_is_summed_over_features(small):
     x = data.features[:32]
     out = model(x)
     torch.testing.assert_close(out.recon_loss, ((out.recon - x) ** 2).sum(1).mean())
+
+
+def test_quantizer_losses_are_summed_over_dimensions():
+    torch.manual_seed(0)
+    q = ResidualQuantizer(8, codebook_size=4, n_levels=2, beta=0.25)
+    q.initialised.fill_(True)  # keep the random codebooks: no k-means, so the expected loss is easy to write down
+    z = torch.randn(16, 8)
+    _, codes, loss, residuals = q(z)
+    expected = sum(
+        1.25 * (residuals[l] - q.codebooks[l][codes[:, l]]).pow(2).sum(1).mean() for l in range(2)
+    )  # codebook term + beta x commitment term, each summed over the 8 dimensions
+    torch.testing.assert_close(loss, expected)
