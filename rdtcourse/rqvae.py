@@ -407,7 +407,7 @@ def _rqvae_optim() -> OptimConfig:
         min_lr=0.0,  # not used: the rate stays at lr
         weight_decay=0.0,
         grad_clip=0.0,  # not used: the RQ-VAE's gradients are not clipped
-        max_steps=3000,
+        max_steps=2000,
         log_interval=100,  # steps between health records (each encodes the whole corpus)
         out_dir="runs/rqvae",  # where rqvae.pt, config.yaml and health.json go
         seed=0,  # seeds init, batches and k-means
