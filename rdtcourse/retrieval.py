@@ -567,8 +567,7 @@ class RetrievalConfig:
 
     model: str = "tiger"  # "tiger": the generative decoder over semantic IDs; "sasrec": the item-ID baseline
     dataset: str = "movielens-small"  # the embedded 610 users, or "movielens-1m" (downloaded once, 6,040 users)
-    # which semantic IDs (see `semantic_ids`): "collaborative" (built from the training histories and the content),
-    # "rqvae" (chapter 7's content IDs, read from `rqvae`) or "random" (IDs that know nothing, for comparison)
+    # semantic IDs: "collaborative" (training histories + content), "rqvae" (chapter 7's file) or "random"
     ids: str = "collaborative"
     rqvae: str = "runs/rqvae/rqvae.pt"  # semantic IDs written by `rdtcourse rqvae train` (chapter 7), for ids=rqvae
     codebook_size: int = 64  # codes per level of the IDs built here (collaborative, random): 3 levels + a digit

@@ -432,9 +432,8 @@ class RQVAEConfig:
     rotation_trick: bool = False  # gradients through the quantizer by rotation instead of straight-through
     restart_after: int = 50  # steps a code may go unused before it is restarted (0: never restart)
     kmeans_init: bool = True  # start the codebooks from k-means on encoded items (False: random, as in plain VQ)
-    quantizer: str = (
-        "rqvae"  # "rqvae": train the autoencoder; "rqkmeans": residual k-means on the features, no training
-    )
+    # "rqvae": train the autoencoder; "rqkmeans": residual k-means on the features, nothing trained
+    quantizer: str = "rqvae"
     batch_size: int = 512  # items per step
     optim: OptimConfig = field(default_factory=_rqvae_optim)
 
