@@ -635,12 +635,8 @@ def load_retrieval_data(cfg: RetrievalConfig, movie_data: MovieLensMovieData | N
     )
     seq = MovieLensSeqData.from_ratings(ratings, movie_data, cfg.max_seq_len, cfg.max_users)
     stored = load_checkpoint(checkpoint).get("extra", {}).get("semantic_ids") if checkpoint else None
-    if stored:
-        tokenizer = SemanticIdTokenizer(**stored["config"])
-        tokenizer.corpus_ids = torch.zeros_like(stored["state"]["corpus_ids"])  # sized like the saved one
-        tokenizer.load_state_dict(stored["state"])
-        return movie_data, seq, tokenizer.eval()
-    return movie_data, seq, semantic_ids(cfg, movie_data, seq)
+    tokenizer = SemanticIdTokenizer.from_state(stored["config"], stored["state"]) if stored else None
+    return movie_data, seq, tokenizer or semantic_ids(cfg, movie_data, seq)
 
 
 def semantic_ids(cfg: RetrievalConfig, movie_data: MovieLensMovieData, seq: MovieLensSeqData) -> SemanticIdTokenizer:

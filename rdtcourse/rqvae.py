@@ -307,6 +307,14 @@ class SemanticIdTokenizer(nn.Module):
         # (n_items, L+1) after precompute
         self.register_buffer("corpus_ids", torch.zeros(0, n_levels + 1, dtype=torch.long))
 
+    @classmethod
+    def from_state(cls, config: dict, state: dict) -> "SemanticIdTokenizer":
+        "The tokenizer that `config` (its shapes) and `state` (its `state_dict()`, corpus IDs included) describe."
+        model = cls(**config)
+        model.corpus_ids = torch.zeros_like(state["corpus_ids"])  # sized like the saved one before loading
+        model.load_state_dict(state)
+        return model.eval()
+
     @property
     def sem_ids_dim(self) -> int:
         return self.quantizer.n_levels + 1  # the codes plus the collision digit
@@ -557,10 +565,7 @@ def load_rqvae(path, data: MovieLensMovieData | None = None):
     else:  # written before the job's config was saved beside the shapes
         shapes = state["config"]
         cfg = replace_config(RQVAEConfig(), {k: v for k, v in shapes.items() if k in RQVAEConfig.__dataclass_fields__})
-    model = SemanticIdTokenizer(**shapes)
-    model.corpus_ids = torch.zeros_like(state["model"]["corpus_ids"])  # sized like the saved one before loading
-    model.load_state_dict(state["model"])
-    model.eval()
+    model = SemanticIdTokenizer.from_state(shapes, state["model"])
     if data is not None and (state["n_items"] != len(data.features) or state["embed_model"] != data.embed_model):
         raise CheckpointError(
             f"{path} was trained on {state['n_items']:,} items embedded by {state['embed_model']!r}, "
